@@ -1,0 +1,18 @@
+"""The one exception type users see.
+
+Anything that is the user's to fix (a config field, a file, a column) raises `FedriskError` with a message
+naming the field and the fix; the CLI prints it as one line on stderr and exits non-zero, no traceback.
+"""
+
+from __future__ import annotations
+
+
+class FedriskError(Exception):
+    """A problem with the user's input, stated as `<field>: <what is wrong>; <how to fix it>`."""
+
+    def __init__(self, field: str, problem: str, fix: str | None = None) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        message = f"{field}: {problem}" + (f"; {fix}" if fix else "")
+        super().__init__(message)
