@@ -1,0 +1,191 @@
+"""The two reference points every federated result is judged against.
+
+* **siloed** — each label holder alone, on its own features and applicants (what a bank can do today);
+* **centralized** — all holders' rows pooled in one place (the upper bound nobody may build in real life).
+
+Both use the same model family, the same training routine and the same test applicants as the federated
+method, so the differences are the data, not the optimiser.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from fedrisk.models import ModelConfig, TrainConfig, make_model, predict_proba, train
+from fedrisk.models.training import seed_torch
+from fedrisk.outcome import MethodOutcome, ScoredSet
+from fedrisk.parties.preprocessing import HolderPreprocessor
+from fedrisk.parties.table import PartyTable
+
+
+def _positions(table: PartyTable, ids: np.ndarray) -> np.ndarray:
+    index = pd.Index(table.ids)
+    return index.get_indexer(ids)
+
+
+def _fit_and_score(
+    X: dict[str, np.ndarray],
+    y: dict[str, np.ndarray],
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+) -> tuple[object, list[dict], float]:
+    seed_torch(seed)
+    model = make_model(model_cfg.kind, X["train"].shape[1], model_cfg.hidden, model_cfg.dropout)
+    history = train(model, X["train"], y["train"], X["val"], y["val"], train_cfg, seed=seed)
+    return model, history.as_rows(), history.seconds
+
+
+def siloed_vertical(
+    bank: PartyTable,
+    splits: Mapping[str, np.ndarray],
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    segments: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+) -> MethodOutcome:
+    """The label holder alone: its own features, preprocessed on its own training rows."""
+    start = time.perf_counter()
+    rows = {name: _positions(bank, ids) for name, ids in splits.items()}
+    prep = HolderPreprocessor().fit(bank.features.iloc[rows["train"]])
+    X = {name: prep.transform(bank.features.iloc[r]) for name, r in rows.items()}
+    y = {name: bank.label[r] for name, r in rows.items()}
+    model, history, _ = _fit_and_score(X, y, model_cfg, train_cfg, seed)
+    scores = {
+        f"{bank.name}/{name}": ScoredSet(
+            splits[name], y[name], predict_proba(model, X[name]), dict((segments or {}).get(name, {}))
+        )
+        for name in splits
+        if name not in ("train", "val")
+    }
+    return MethodOutcome(
+        "siloed",
+        scores,
+        history=history,
+        cost={"wall_seconds": time.perf_counter() - start, "bytes_sent": 0, "epsilon": None},
+        train_scores=predict_proba(model, X["train"]),
+    )
+
+
+def pooled_matrix(
+    parties: Mapping[str, PartyTable], label_holder: str, ids: np.ndarray, preps: dict[str, HolderPreprocessor]
+) -> np.ndarray:
+    """Join every holder's encoded block onto the label holder's applicants; absent firms get zeros and a flag.
+
+    This is exactly the join federation avoids: only the centralized baseline may call it.
+    """
+    blocks = []
+    for name, table in parties.items():
+        pos = _positions(table, ids)
+        present = pos >= 0
+        block = np.zeros((len(ids), preps[name].n_features_out_), dtype=np.float32)
+        if present.any():
+            block[present] = preps[name].transform(table.features.iloc[pos[present]])
+        blocks.append(block)
+        if name != label_holder:
+            blocks.append(present.astype(np.float32)[:, None])
+    return np.hstack(blocks)
+
+
+def centralized_vertical(
+    parties: Mapping[str, PartyTable],
+    label_holder: str,
+    splits: Mapping[str, np.ndarray],
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    segments: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+) -> MethodOutcome:
+    """All holders' features pooled on the label holder's applicants (partners' gaps flagged)."""
+    start = time.perf_counter()
+    bank = parties[label_holder]
+    train_ids = splits["train"]
+    preps = {}
+    for name, table in parties.items():
+        pos = _positions(table, train_ids)
+        fit_rows = pos[pos >= 0] if name == label_holder or (pos >= 0).sum() > 50 else np.arange(table.n_rows)
+        preps[name] = HolderPreprocessor().fit(table.features.iloc[fit_rows])
+    X = {name: pooled_matrix(parties, label_holder, ids, preps) for name, ids in splits.items()}
+    y = {name: bank.label[_positions(bank, ids)] for name, ids in splits.items()}
+    model, history, _ = _fit_and_score(X, y, model_cfg, train_cfg, seed)
+    scores = {
+        f"{label_holder}/{name}": ScoredSet(
+            splits[name], y[name], predict_proba(model, X[name]), dict((segments or {}).get(name, {}))
+        )
+        for name in splits
+        if name not in ("train", "val")
+    }
+    return MethodOutcome(
+        "centralized",
+        scores,
+        history=history,
+        cost={"wall_seconds": time.perf_counter() - start, "bytes_sent": 0, "epsilon": None},
+        train_scores=predict_proba(model, X["train"]),
+    )
+
+
+def siloed_horizontal(
+    banks: Mapping[str, PartyTable],
+    splits: Mapping[str, Mapping[str, np.ndarray]],
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+) -> MethodOutcome:
+    """Each bank trains on its own applicants and is scored on its own test applicants."""
+    start = time.perf_counter()
+    scores: dict[str, ScoredSet] = {}
+    history: list[dict] = []
+    for name, bank in banks.items():
+        single = siloed_vertical(bank, splits[name], model_cfg, train_cfg, seed)
+        scores.update(single.scores)
+        history += [{"party": name, **row} for row in single.history]
+    return MethodOutcome(
+        "siloed", scores, history=history, cost={"wall_seconds": time.perf_counter() - start, "bytes_sent": 0, "epsilon": None}
+    )
+
+
+def centralized_horizontal(
+    banks: Mapping[str, PartyTable],
+    splits: Mapping[str, Mapping[str, np.ndarray]],
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+) -> MethodOutcome:
+    """Every bank's training rows pooled; the one model scored on each bank's own test applicants."""
+    start = time.perf_counter()
+
+    def rows_of(split: str) -> tuple[pd.DataFrame, np.ndarray, dict[str, slice]]:
+        frames, labels, where, offset = [], [], {}, 0
+        for name, bank in banks.items():
+            pos = _positions(bank, splits[name][split])
+            frames.append(bank.features.iloc[pos])
+            labels.append(bank.label[pos])
+            where[name] = slice(offset, offset + len(pos))
+            offset += len(pos)
+        return pd.concat(frames, ignore_index=True), np.concatenate(labels), where
+
+    train_df, y_train, _ = rows_of("train")
+    val_df, y_val, _ = rows_of("val")
+    prep = HolderPreprocessor().fit(train_df)
+    X = {"train": prep.transform(train_df), "val": prep.transform(val_df)}
+    model, history, _ = _fit_and_score(X, {"train": y_train, "val": y_val}, model_cfg, train_cfg, seed)
+    scores = {}
+    test_splits = sorted({s for name in banks for s in splits[name] if s not in ("train", "val")})
+    for split in test_splits:
+        for name, bank in banks.items():
+            if split not in splits[name]:
+                continue
+            pos = _positions(bank, splits[name][split])
+            p = predict_proba(model, prep.transform(bank.features.iloc[pos]))
+            scores[f"{name}/{split}"] = ScoredSet(splits[name][split], bank.label[pos], p)
+    return MethodOutcome(
+        "centralized",
+        scores,
+        history=history,
+        cost={"wall_seconds": time.perf_counter() - start, "bytes_sent": 0, "epsilon": None},
+        train_scores=predict_proba(model, X["train"]),
+    )
