@@ -16,3 +16,6 @@ class FedriskError(Exception):
         self.fix = fix
         message = f"{field}: {problem}" + (f"; {fix}" if fix else "")
         super().__init__(message)
+
+    def __reduce__(self):  # keep the three parts when the error crosses a process boundary
+        return (type(self), (self.field, self.problem, self.fix))

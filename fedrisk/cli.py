@@ -1,0 +1,177 @@
+"""`fedrisk run | generate | report` — the command line users' scripts rely on (see the contract).
+
+Every user error ends as one line on stderr naming the field and the fix, with a non-zero exit and no
+traceback; a finished results directory is never overwritten without ``--force``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedrisk.errors import FedriskError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Simulate federated learning for SME credit risk: how much does a bank's default model gain?",
+)
+console = Console()
+errors = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key by its dotted path: --set world.n_firms=20000")
+]
+
+
+def _default_out(config_path: Path) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", config_path.stem)
+    return Path("runs") / f"{name}-{stamp}"
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment config (TOML).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Results directory (default: runs/<config>-<time>).")] = None,
+    set_: SetOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo a run whose results directory is complete.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (for CI logs).")] = False,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.md and plots at the end.")] = True,
+) -> None:
+    """Run one experiment (all sweep points and seeds) and print the KS-uplift table."""
+    from fedrisk.config import load_config, sweep_points
+    from fedrisk.runner import run_experiment
+
+    cfg, raw = load_config(config, set_ or [])
+    root = out or _default_out(config)
+    n_units = sum(len(c.seeds) for _, c in sweep_points(cfg, raw))
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet or not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(f"{cfg.name}: point x seed", total=n_units)
+
+        def done(point: str, seed: int, ran: list[str]) -> None:
+            progress.advance(task)
+            if quiet or not console.is_terminal:
+                return
+            progress.console.print(f"  {point} seed={seed}: {', '.join(ran) if ran else 'already done'}")
+
+        results = run_experiment(cfg, raw, root, force=force, on_unit_done=done)
+    print_summary(results)
+    if report:
+        from fedrisk.report import build_report
+
+        build_report(root)
+    console.print(f"results: {root}")
+
+
+@app.command()
+def generate(
+    config: Annotated[Path, typer.Argument(help="Experiment config (TOML); its [world] section is used.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the holders' tables and manifest.json.")],
+    set_: SetOption = None,
+    seed: Annotated[int | None, typer.Option(help="World seed (default: the config's first seed).")] = None,
+    file_format: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing manifest.")] = False,
+) -> None:
+    """Write each data holder's synthetic table (one file per party) and a manifest."""
+    from fedrisk.config import load_config
+    from fedrisk.export import write_world
+
+    cfg, _ = load_config(config, set_ or [])
+    if file_format not in ("parquet", "csv"):
+        raise FedriskError("--format", f"unknown format {file_format!r}", "use parquet or csv")
+    manifest = write_world(cfg, out, seed if seed is not None else cfg.seeds[0], file_format, force)
+    table = Table(title=f"world written to {out}")
+    for column in ("party", "rows", "features", "label", "file"):
+        table.add_column(column)
+    for party in manifest["parties"]:
+        table.add_row(party["name"], str(party["rows"]), str(len(party["features"])), party["label"] or "-", party["path"])
+    console.print(table)
+
+
+@app.command("report")
+def report_cmd(directory: Annotated[Path, typer.Argument(help="A results directory written by `fedrisk run`.")]) -> None:
+    """(Re)build report.md and the PNG plots from a results directory."""
+    from fedrisk.report import build_report
+
+    path = build_report(directory)
+    console.print(f"report: {path}")
+
+
+def _fmt(block: dict | None, digits: int = 3) -> str:
+    if not block or block.get("mean") is None:
+        return "-"
+    lo, hi = block["ci"]
+    return f"{block['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def print_summary(results: dict) -> None:
+    """The KS-uplift table: one row per method, then the uplift of federated over siloed."""
+    seeds = results["seeds"]
+    title = f"{results.get('name', '')} — {results['topology']}, {len(seeds)} seeds (mean [95% CI])"
+    table = Table(title=title)
+    for column in ("method", "KS", "AUC", "Gini"):
+        table.add_column(column, justify="right" if column != "method" else "left")
+    for method, block in results["methods"].items():
+        table.add_row(method, _fmt(block["ks"]), _fmt(block["auc"]), _fmt(block["gini"]))
+    console.print(table)
+    uplift = results.get("uplift") or {}
+    if uplift:
+        rel = uplift["ks_relative"]
+        rel_text = (
+            f"{100 * rel['mean']:+.1f}% [{100 * rel['ci'][0]:+.1f}%, {100 * rel['ci'][1]:+.1f}%]"
+            if rel["mean"] is not None
+            else "-"
+        )
+        up = Table(title="uplift of federated over siloed")
+        for column in ("KS relative", "KS points", "AUC points"):
+            up.add_column(column, justify="right")
+        up.add_row(rel_text, _fmt(uplift["ks_points"]), _fmt(uplift["auc_points"]))
+        console.print(up)
+    cost = results.get("cost", {})
+    eps = cost.get("epsilon")
+    console.print(
+        f"cost: {cost.get('wall_seconds', 0):.1f} s compute, {cost.get('bytes_sent', 0) / 1e6:.2f} MB sent per federated run, "
+        f"epsilon = {'∞ (no DP)' if eps is None else f'{eps:.2f}'}; complete = {results['complete']}"
+    )
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except FedriskError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        errors.print("interrupted: the results directory is incomplete; run the same command again to resume")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors carry their own exit codes
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

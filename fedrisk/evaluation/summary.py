@@ -1,0 +1,144 @@
+"""From finished units to the contract's numbers: metrics rows, per-method summaries, uplift with CIs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedrisk.evaluation.metrics import credit_metrics, population_stability_index
+from fedrisk.evaluation.uncertainty import bootstrap_ks_auc, summarize
+from fedrisk.outcome import MethodOutcome
+
+HEADLINE_SPLIT = "test"
+"""The split the contract's numbers are computed on: each label holder's own held-out applicants."""
+
+
+@dataclass
+class Unit:
+    """One finished (sweep point, seed): every method's outcome."""
+
+    point: str
+    assignment: dict
+    seed: int
+    outcomes: dict[str, MethodOutcome]
+
+
+def metric_rows(unit: Unit, approval_rate: float) -> list[dict]:
+    """One row per method x party x test split (and per segment of a split, e.g. covered by tax)."""
+    rows = []
+    for method, outcome in unit.outcomes.items():
+        train_scores = outcome.train_scores
+        for key, scored in outcome.scores.items():
+            party, split = key.split("/", 1)
+            base = {"point": unit.point, **{f"sweep:{k}": v for k, v in unit.assignment.items()}}
+            base.update({"seed": unit.seed, "method": method, "party": party})
+            metrics = credit_metrics(scored.y, scored.p, approval_rate)
+            psi = population_stability_index(train_scores, scored.p) if train_scores is not None else np.nan
+            rows.append(
+                {**base, "split": split, "n": len(scored.y), "bad_rate": float(np.mean(scored.y)), **metrics, "psi": psi}
+            )
+            for segment, mask in scored.segments.items():
+                if mask.sum() == 0:
+                    continue
+                seg_metrics = credit_metrics(scored.y[mask], scored.p[mask], approval_rate)
+                rows.append(
+                    {
+                        **base,
+                        "split": f"{split}[{segment}]",
+                        "n": int(mask.sum()),
+                        "bad_rate": float(np.mean(scored.y[mask])),
+                        **seg_metrics,
+                        "psi": np.nan,
+                    }
+                )
+    return rows
+
+
+def _headline_sets(unit: Unit, methods: Sequence[str]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """{party: {method: (y, p)}} on each party's own test split, restricted to rows every method scored."""
+    parties: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for method in methods:
+        outcome = unit.outcomes.get(method)
+        if outcome is None:
+            continue
+        for key, scored in outcome.scores.items():
+            party, split = key.split("/", 1)
+            if split == HEADLINE_SPLIT:
+                parties.setdefault(party, {})[method] = (np.asarray(scored.y), np.asarray(scored.p))
+    return {p: m for p, m in parties.items() if len(m) == len([x for x in methods if x in unit.outcomes])}
+
+
+def summarize_point(units: Sequence[Unit], methods: Sequence[str], n_boot: int, level: float) -> dict:
+    """The contract's ``methods``, ``uplift`` and ``parties`` blocks for one sweep point."""
+    per_seed = [_headline_sets(u, methods) for u in units]
+    reps = bootstrap_ks_auc(per_seed, n_boot=n_boot) if n_boot > 0 else {}
+
+    def seed_values(method: str, metric: str, party: str | None = None) -> list[float]:
+        values = []
+        for scored in per_seed:
+            chosen = [scored[party]] if party is not None and party in scored else scored.values()
+            per_party = [credit_metrics(*by[method])[metric] for by in chosen if method in by]
+            values.append(float(np.mean(per_party)) if per_party else np.nan)
+        return values
+
+    out: dict = {"methods": {}, "uplift": {}, "parties": {}}
+    present = [m for m in methods if any(m in u.outcomes for u in units)]
+    for method in present:
+        out["methods"][method] = {
+            metric: summarize(seed_values(method, metric), reps.get(f"{metric}:{method}"), level)
+            for metric in ("ks", "auc")
+        }
+        out["methods"][method]["gini"] = _gini_from_auc(out["methods"][method]["auc"])
+        for metric in ("brier", "bad_rate_at_approval", "lift_top_decile"):
+            out["methods"][method][metric] = summarize(seed_values(method, metric), None, level)
+    if "federated" in present and "siloed" in present:
+        out["uplift"] = _uplift(seed_values, reps, level)
+    parties = sorted({p for scored in per_seed for p in scored})
+    if len(parties) > 1:
+        for party in parties:
+            party_sets = [{party: s[party]} for s in per_seed if party in s]
+            party_reps = bootstrap_ks_auc(party_sets, n_boot=n_boot, seed=7) if n_boot > 0 else {}
+
+            def party_values(method: str, metric: str, _party: str = party) -> list[float]:
+                return seed_values(method, metric, _party)
+
+            block = {
+                "n_test": int(np.mean([len(s[party][present[0]][0]) for s in per_seed if party in s])),
+                "methods": {
+                    m: {
+                        k: summarize(party_values(m, k), party_reps.get(f"{k}:{m}"), level) for k in ("ks", "auc")
+                    }
+                    for m in present
+                },
+            }
+            if "federated" in present and "siloed" in present:
+                block["uplift"] = _uplift(party_values, party_reps, level)
+            out["parties"][party] = block
+    return out
+
+
+def _gini_from_auc(auc: dict) -> dict:
+    if auc["mean"] is None:
+        return auc
+    return {
+        "mean": 2 * auc["mean"] - 1,
+        "std": 2 * auc["std"],
+        "ci": [None if c is None else 2 * c - 1 for c in auc["ci"]],
+    }
+
+
+def _uplift(seed_values, reps: Mapping[str, np.ndarray], level: float) -> dict:
+    ks_f, ks_s = np.asarray(seed_values("federated", "ks")), np.asarray(seed_values("siloed", "ks"))
+    auc_f, auc_s = np.asarray(seed_values("federated", "auc")), np.asarray(seed_values("siloed", "auc"))
+    rel_reps = pts_reps = auc_reps = None
+    if reps:
+        rel_reps = reps["ks:federated"] / reps["ks:siloed"] - 1
+        pts_reps = reps["ks:federated"] - reps["ks:siloed"]
+        auc_reps = reps["auc:federated"] - reps["auc:siloed"]
+    return {
+        "ks_relative": summarize(ks_f / ks_s - 1, rel_reps, level),
+        "ks_points": summarize(ks_f - ks_s, pts_reps, level),
+        "auc_points": summarize(auc_f - auc_s, auc_reps, level),
+    }
