@@ -1,0 +1,377 @@
+"""The `[federation.horizontal]` section: how several banks train one model with Flower.
+
+Validated once at the edge; the driver, the ServerApp and the ClientApps take this object (the apps get
+it as JSON in Flower's run config, whose values must be scalars). Strategies are Flower's own legacy
+strategies, chosen by name; their parameters are checked against the strategy's signature here, so a
+typo fails before any federation starts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from flwr.server import strategy as flwr_strategy
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from fedrisk.errors import FedriskError
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One entry of the strategy registry.
+
+    Parameters
+    ----------
+    cls : type
+        The Flower legacy strategy class (``flwr.server.strategy``).
+    mean_based : bool
+        True when the aggregate is a (weighted) mean of client models, possibly followed by a server
+        optimiser. Only those compose with SecAgg+ (which reveals nothing but the sum) and with the DP
+        wrappers (whose noise is calibrated to the sensitivity of a mean).
+    min_clients : callable or None
+        Fewest clients the rule needs, from its parameters (checked when the run starts).
+    """
+
+    cls: type
+    mean_based: bool
+    min_clients: Callable[[dict[str, Any]], int] | None = None
+
+
+STRATEGIES: dict[str, StrategySpec] = {
+    "fedavg": StrategySpec(flwr_strategy.FedAvg, True),
+    "fedprox": StrategySpec(flwr_strategy.FedProx, True),
+    "fedavgm": StrategySpec(flwr_strategy.FedAvgM, True),
+    "fedadam": StrategySpec(flwr_strategy.FedAdam, True),
+    "fedyogi": StrategySpec(flwr_strategy.FedYogi, True),
+    "fedadagrad": StrategySpec(flwr_strategy.FedAdagrad, True),
+    "fedmedian": StrategySpec(flwr_strategy.FedMedian, False),
+    "fedtrimmedavg": StrategySpec(flwr_strategy.FedTrimmedAvg, False),
+    "krum": StrategySpec(flwr_strategy.Krum, False, lambda p: 2 * p["num_malicious_clients"] + 3),
+    "bulyan": StrategySpec(flwr_strategy.Bulyan, False, lambda p: 4 * p["num_malicious_clients"] + 3),
+}
+"""Flower strategies by the name a config uses."""
+
+FRAMEWORK_PARAMS = frozenset(
+    {
+        "fraction_fit",
+        "fraction_evaluate",
+        "min_fit_clients",
+        "min_evaluate_clients",
+        "min_available_clients",
+        "evaluate_fn",
+        "on_fit_config_fn",
+        "on_evaluate_config_fn",
+        "accept_failures",
+        "initial_parameters",
+        "fit_metrics_aggregation_fn",
+        "evaluate_metrics_aggregation_fn",
+        "inplace",
+    }
+)
+"""Strategy arguments fedrisk sets itself (from the section's own fields or from the data)."""
+
+
+def strategy_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The user-settable constructor parameters of a registered strategy (Flower's own signature)."""
+    signature = inspect.signature(STRATEGIES[name].cls.__init__)
+    return {
+        p.name: p
+        for p in signature.parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and p.name not in FRAMEWORK_PARAMS
+        and "Callable" not in str(p.annotation)  # functions cannot come from a TOML file
+    }
+
+
+def _check_strategy_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate names and types against Flower's signature; return the coerced values."""
+    allowed = strategy_parameters(name)
+    hints = typing.get_type_hints(STRATEGIES[name].cls.__init__)
+    checked = {}
+    for key, value in params.items():
+        if key not in allowed:
+            valid = ", ".join(sorted(allowed)) or "(none)"
+            raise FedriskError(
+                f"federation.horizontal.strategy_params.{key}",
+                f"not a parameter of Flower's {STRATEGIES[name].cls.__name__}",
+                f"use one of: {valid}",
+            )
+        try:
+            checked[key] = TypeAdapter(hints[key]).validate_python(value) if key in hints else value
+        except ValidationError as exc:
+            raise FedriskError(
+                f"federation.horizontal.strategy_params.{key}",
+                f"{value!r} is not a valid {hints[key]} ({exc.errors()[0]['msg']})",
+                "give a value of that type",
+            ) from None
+    return checked
+
+
+class SecAggConfig(BaseModel):
+    """SecAgg+ (Flower's ``SecAggPlusWorkflow`` + ``secaggplus_mod``): the server sees only the sum.
+
+    Parameters
+    ----------
+    enabled : bool, default=False
+        Aggregate model updates (and the preprocessing statistics) under SecAgg+.
+    num_shares : int or float, default=3
+        Shares each client's secret is split into: an odd integer >= 3, or a fraction of the sampled
+        clients in (0, 1]. Flower's protocol needs an odd count (with an even integer every client fails).
+    reconstruction_threshold : int or float, default=2
+        Shares needed to reconstruct a secret: an integer below ``num_shares`` or a fraction in (0, 1].
+    clipping_range : float, default=8.0
+        Each weighted parameter is clipped to ``[-clipping_range, clipping_range]`` before quantisation;
+        a client whose parameters exceed it fails the run rather than being silently clipped.
+    quantization_range : int, default=2**22
+        Integer levels per parameter; the aggregation error is about
+        ``n_clients * 2 * clipping_range / quantization_range`` (see `fedrisk.server.horizontal`).
+    modulus_range : int, default=2**32
+        Mask modulus, a power of two above ``quantization_range * n_clients``.
+    max_weight : float or None, default=None
+        Largest client weight (training rows) the protocol expects; None = the largest bank's training
+        rows (1 under DP, where every client has weight 1).
+    timeout : float or None, default=None
+        Seconds to wait for replies in each stage (None = wait for all).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Aggregate under SecAgg+ (the server sees only the sum).")
+    num_shares: int | float = Field(
+        3, description="Odd integer >= 3, or a fraction of the sampled clients in (0, 1]."
+    )
+    reconstruction_threshold: int | float = Field(
+        2, description="Shares to reconstruct a secret: integer < num_shares, or a fraction in (0, 1]."
+    )
+    clipping_range: float = Field(8.0, gt=0.0, description="Weighted parameters must lie in [-r, r].")
+    quantization_range: int = Field(2**22, gt=1, description="Integer levels per parameter.")
+    modulus_range: int = Field(2**32, gt=1, description="Mask modulus (a power of two).")
+    max_weight: float | None = Field(
+        None, gt=0.0, description="Largest client weight; empty = largest bank's training rows (1 under DP)."
+    )
+    timeout: float | None = Field(None, gt=0.0, description="Seconds to wait for replies per stage.")
+
+    @field_validator("num_shares")
+    @classmethod
+    def _odd_shares(cls, value: int | float) -> int | float:
+        if isinstance(value, float):
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"a fractional num_shares must be in (0, 1], got {value}")
+            return value
+        if value < 3 or value % 2 == 0:
+            raise ValueError(
+                f"num_shares = {value}: SecAgg+ needs an odd integer >= 3 (with an even count every client "
+                f"fails with IndexError); use {max(3, value + 1 if value % 2 == 0 else value)} or a fraction like 1.0"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _threshold_and_ranges(self) -> SecAggConfig:
+        t = self.reconstruction_threshold
+        if isinstance(t, float):
+            if not 0.0 < t <= 1.0:
+                raise ValueError(f"a fractional reconstruction_threshold must be in (0, 1], got {t}")
+        elif t < 1:
+            raise ValueError(f"reconstruction_threshold must be >= 1, got {t}")
+        elif isinstance(self.num_shares, int) and t >= self.num_shares:
+            raise ValueError(f"reconstruction_threshold ({t}) must be below num_shares ({self.num_shares})")
+        if self.modulus_range & (self.modulus_range - 1):
+            raise ValueError(f"modulus_range must be a power of two, got {self.modulus_range}")
+        if self.modulus_range <= self.quantization_range:
+            raise ValueError("modulus_range must exceed quantization_range")
+        return self
+
+
+DpMode = Literal["none", "server-fixed", "server-adaptive", "client-fixed", "client-adaptive", "local"]
+
+
+class DPConfig(BaseModel):
+    """Differential privacy at the level of a whole bank (client-level DP), with Flower's wrappers and mods.
+
+    Parameters
+    ----------
+    mode : str, default="none"
+        ``server-fixed`` / ``server-adaptive``: Flower's server-side clipping wrappers;
+        ``client-fixed`` / ``client-adaptive``: the client-side wrappers with Flower's clipping mods;
+        ``local``: Flower's ``LocalDpMod`` (each bank noises its own update; no trusted server).
+    noise_multiplier : float or None
+        Gaussian noise standard deviation over the clipping norm. Give this or ``target_epsilon``.
+    target_epsilon : float or "inf" or None
+        Total ε after all rounds; the noise multiplier is solved with the accountant. ``"inf"`` turns
+        DP off entirely (no clipping, no noise): the run equals the non-DP run.
+    delta : float, default=1e-5
+        The δ of (ε, δ)-DP; keep it below 1 / number of banks.
+    clipping_norm : float, default=1.0
+        L2 bound on each bank's model update (the initial bound for the adaptive modes).
+    target_clipped_quantile, clip_norm_lr, clipped_count_stddev
+        Adaptive clipping (Andrew et al. 2021), passed to Flower's adaptive wrappers.
+    sampling : {"poisson", "none"}, default="poisson"
+        Privacy amplification model: ``poisson`` treats Flower's per-round sampling of
+        ``fraction_fit`` of the banks as Poisson sampling at that rate (the usual DP-FedAvg analysis);
+        ``none`` claims no amplification (the conservative choice for Flower's fixed-size sampling).
+        Identical when ``fraction_fit = 1``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: DpMode = Field(
+        "none", description="none | server-fixed | server-adaptive | client-fixed | client-adaptive | local."
+    )
+    noise_multiplier: float | None = Field(
+        None, ge=0.0, description="Noise std / clipping norm; give this or target_epsilon."
+    )
+    target_epsilon: float | Literal["inf"] | None = Field(
+        None, description="Total ε after all rounds (noise solved by the accountant); 'inf' = DP off."
+    )
+    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="δ of (ε, δ)-DP; below 1 / number of banks.")
+    clipping_norm: float = Field(
+        1.0, gt=0.0, description="L2 bound on a bank's update (adaptive: initial bound)."
+    )
+    target_clipped_quantile: float = Field(
+        0.5, ge=0.0, le=1.0, description="Adaptive clipping: share of updates the bound should not clip."
+    )
+    clip_norm_lr: float = Field(0.2, gt=0.0, description="Adaptive clipping: learning rate of the bound.")
+    clipped_count_stddev: float | None = Field(
+        None, ge=0.0, description="Adaptive clipping: noise on the clipped count; empty = Flower's default."
+    )
+    sampling: Literal["poisson", "none"] = Field(
+        "poisson", description="Amplification by sampling: 'poisson' at rate fraction_fit, or 'none'."
+    )
+
+    @field_validator("target_epsilon", mode="before")
+    @classmethod
+    def _inf_spelling(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("inf", "infinity", "∞"):
+            return "inf"
+        if isinstance(value, float) and math.isinf(value) and value > 0:
+            return "inf"
+        return value
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> DPConfig:
+        if self.mode == "none" or self.target_epsilon == "inf":
+            return self
+        given = (self.noise_multiplier is not None) + (self.target_epsilon is not None)
+        if given != 1:
+            raise ValueError(
+                f"dp.mode = '{self.mode}' needs exactly one of noise_multiplier or target_epsilon (got {given})"
+            )
+        if self.target_epsilon is not None and self.target_epsilon <= 0:
+            raise ValueError(f"target_epsilon must be > 0 (or 'inf'), got {self.target_epsilon}")
+        if self.mode != "local" and self.noise_multiplier == 0:
+            raise ValueError("noise_multiplier = 0 gives no privacy; use mode = 'none' instead")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """True when clipping and noise are applied (a mode is set and ε is not infinite)."""
+        return self.mode != "none" and self.target_epsilon != "inf"
+
+
+class HorizontalConfig(BaseModel):
+    """Several banks train one model: Flower strategy, rounds, SecAgg+ and DP.
+
+    Parameters
+    ----------
+    strategy : str, default="fedavg"
+        A Flower strategy by name (see ``STRATEGIES``).
+    strategy_params : dict
+        Keyword arguments of that strategy (e.g. ``proximal_mu`` for FedProx, ``eta`` for FedAdam),
+        checked against Flower's signature.
+    rounds : int, default=20
+        Federated rounds.
+    local_epochs : int, default=1
+        Passes over its own training rows each bank makes per round.
+    fraction_fit, fraction_evaluate : float
+        Share of banks sampled per round for training / federated evaluation.
+    federated_stats : bool, default=True
+        Preprocessing from federated statistics (a first round aggregated by the server); False = each
+        bank standardises on its own rows (for ablations only: banks then speak different feature scales).
+    max_categories : int, default=20
+        One-hot levels per categorical column (the rarest are grouped), as in the siloed preprocessing.
+    keep : {"best", "last"}, default="best"
+        Keep the global model of the round with the lowest federated validation loss, or the last one.
+    secagg : SecAggConfig
+    dp : DPConfig
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str = Field("fedavg", description=f"Flower strategy: {', '.join(STRATEGIES)}.")
+    strategy_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of the strategy (checked against Flower's signature).",
+    )
+    rounds: int = Field(20, ge=1, le=10_000, description="Federated rounds.")
+    local_epochs: int = Field(
+        1, ge=1, le=1000, description="Local passes over a bank's training rows per round."
+    )
+    fraction_fit: float = Field(1.0, gt=0.0, le=1.0, description="Share of banks sampled per training round.")
+    fraction_evaluate: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of banks evaluating the global model each round (0 = none)."
+    )
+    federated_stats: bool = Field(
+        True,
+        description="Preprocess with federated means/variances/levels (False: each bank on its own rows).",
+    )
+    max_categories: int = Field(20, ge=2, description="One-hot levels per categorical column.")
+    keep: Literal["best", "last"] = Field(
+        "best", description="Global model kept: lowest federated validation loss ('best') or the last round."
+    )
+    secagg: SecAggConfig = Field(default_factory=SecAggConfig)
+    dp: DPConfig = Field(default_factory=DPConfig)
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _known_strategy(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in STRATEGIES:
+            return value.lower()
+        raise ValueError(f"unknown strategy {value!r}; use one of: {', '.join(STRATEGIES)}")
+
+    @field_validator("strategy_params")
+    @classmethod
+    def _known_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "strategy" not in info.data:  # the strategy name itself failed validation
+            return value
+        try:
+            return _check_strategy_params(info.data["strategy"], dict(value))
+        except FedriskError as exc:
+            # pydantic reports ValueErrors under this field's path; keep the problem and the fix.
+            raise ValueError(f"{exc.field.split('.')[-1]}: {exc.problem}; {exc.fix}") from None
+
+    @model_validator(mode="after")
+    def _compatible(self) -> HorizontalConfig:
+        spec = STRATEGIES[self.strategy]
+        if not spec.mean_based and (self.secagg.enabled or self.dp.active):
+            what = "SecAgg+" if self.secagg.enabled else "differential privacy"
+            raise ValueError(
+                f"strategy '{self.strategy}' needs each bank's model in the clear, which {what} hides or "
+                f"does not calibrate for; use a mean-based strategy "
+                f"({', '.join(n for n, s in STRATEGIES.items() if s.mean_based)})"
+            )
+        return self
+
+    def min_clients(self) -> int:
+        """Fewest banks the chosen strategy (and SecAgg+) can run with."""
+        need = 2
+        rule = STRATEGIES[self.strategy].min_clients
+        if rule is not None:
+            defaults = {k: p.default for k, p in strategy_parameters(self.strategy).items()}
+            need = max(need, rule({**defaults, **self.strategy_params}))
+        if self.secagg.enabled and isinstance(self.secagg.num_shares, int):
+            need = max(need, self.secagg.num_shares)
+        return need
