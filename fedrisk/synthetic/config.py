@@ -33,13 +33,19 @@ class HolderKnobs(_Knobs):
 
     coverage: float = Field(0.95, ge=0.0, le=1.0, description="Share of all firms the holder has a row for.")
     signal: float = Field(
-        0.5, ge=0.0, le=3.0, description="Weight (probit units) of the holder's hidden factor in default risk."
+        0.5,
+        ge=0.0,
+        le=3.0,
+        description="Weight (probit units) of the holder's hidden factor in default risk.",
     )
     noise: float = Field(
         1.0, ge=0.0, le=10.0, description="Multiplier on the measurement noise of the holder's features."
     )
     missing_rate: float = Field(
-        0.05, ge=0.0, le=0.9, description="Missing probability of a numeric field for a firm of average health."
+        0.05,
+        ge=0.0,
+        le=0.9,
+        description="Missing probability of a numeric field for a firm of average health.",
     )
 
 
@@ -90,14 +96,20 @@ class ChainKnobs(HolderKnobs):
         0.45, ge=0.0, le=3.0, description="Weight (probit units) of supply-chain health in default risk."
     )
     missing_rate: float = Field(
-        0.08, ge=0.0, le=0.9, description="Missing probability of a numeric platform field for an average firm."
+        0.08,
+        ge=0.0,
+        le=0.9,
+        description="Missing probability of a numeric platform field for an average firm.",
     )
     core_fraction: float = Field(
         0.002, gt=0.0, le=0.05, description="Share of firms that are large core enterprises (not applicants)."
     )
     mean_buyers: float = Field(2.0, ge=1.0, le=20.0, description="Mean number of buyers per supplier.")
     attractiveness_tail: float = Field(
-        1.2, gt=0.3, le=10.0, description="Pareto shape of buyer attractiveness (smaller = more hub-dominated)."
+        1.2,
+        gt=0.3,
+        le=10.0,
+        description="Pareto shape of buyer attractiveness (smaller = more hub-dominated).",
     )
     contagion: float = Field(
         0.5, ge=0.0, le=1.0, description="Share of a firm's chain health inherited from its buyers' health."
@@ -136,7 +148,10 @@ class MultiBankKnobs(_Knobs):
         2.0, gt=0.0, le=1e4, description="Dirichlet concentration of bank market shares (small = skewed)."
     )
     mix_concentration: float = Field(
-        5.0, gt=0.0, le=1e4, description="Dirichlet concentration of bank region/sector/risk mix (small = skewed)."
+        5.0,
+        gt=0.0,
+        le=1e4,
+        description="Dirichlet concentration of bank region/sector/risk mix (small = skewed).",
     )
     feature_shift: float = Field(
         0.0, ge=0.0, le=3.0, description="SD of a per-bank, per-feature latent offset (feature shift)."
@@ -150,21 +165,32 @@ class OutOfTimeKnobs(_Knobs):
         0.0, ge=0.0, lt=1.0, description="Share of firms (and so applicants) in the out-of-time cohort."
     )
     drift: float = Field(
-        0.0, ge=0.0, le=1.0, description="Drift strength: re-drawn share of sector shocks, macro downturn, feature shift."
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Drift strength: re-drawn share of sector shocks, macro downturn, feature shift.",
     )
 
 
 class FactorCorrelation(_Knobs):
     """Correlations between the three hidden firm factors (must form a positive-definite matrix)."""
 
-    financial_operating: float = Field(0.35, gt=-1.0, lt=1.0, description="corr(financial, operating health).")
-    financial_chain: float = Field(0.2, gt=-1.0, lt=1.0, description="corr(financial health, chain position).")
-    operating_chain: float = Field(0.3, gt=-1.0, lt=1.0, description="corr(operating health, chain position).")
+    financial_operating: float = Field(
+        0.35, gt=-1.0, lt=1.0, description="corr(financial, operating health)."
+    )
+    financial_chain: float = Field(
+        0.2, gt=-1.0, lt=1.0, description="corr(financial health, chain position)."
+    )
+    operating_chain: float = Field(
+        0.3, gt=-1.0, lt=1.0, description="corr(operating health, chain position)."
+    )
 
     @model_validator(mode="after")
     def _positive_definite(self) -> FactorCorrelation:
         if np.linalg.eigvalsh(self.matrix()).min() <= 1e-6:
-            raise ValueError("the three correlations do not form a positive-definite matrix; make them smaller")
+            raise ValueError(
+                "the three correlations do not form a positive-definite matrix; make them smaller"
+            )
         return self
 
     def matrix(self) -> np.ndarray:
