@@ -33,25 +33,30 @@ __all__ = [
     "PsiTranscript",
     "align_parties",
     "choose_fpr",
+    "gcs_hash_range",
     "partner_rows",
     "private_intersection",
 ]
 
 #: Target false-positive probability for a whole PSI query (not per item).
 DEFAULT_FPR = 1e-9
-#: openmined-psi's GCS stores hashes in ``[0, max(n_client, n_server) * n_client / fpr)`` as int64;
-#: past 2**63 (~9.223e18) the range wraps negative and the filter is garbage, so stay under this.
+#: openmined-psi's GCS hashes into ``[0, max(n_client, n_server) * n_client / fpr)`` as int64; past
+#: 2**63 (~9.223e18) the range wraps negative and the filter is garbage, so stay under this.
 GCS_HASH_RANGE_LIMIT = 9.2e18
-#: Beyond this the automatic fpr would no longer be "practically zero"; refuse rather than mislead.
-MAX_AUTO_FPR = 1e-3
+#: The GCS Golomb parameter is computed from ``1 - n_server / hash_range`` in doubles: once the mean gap
+#: nears 2**53 that is exactly 1.0 and compression fails (measured: 500 server ids, range 9.2e18). Keep
+#: the mean gap under 2**50 so the parameter is also accurate.
+GCS_MEAN_GAP_LIMIT = 2.0**50
+#: The GCS fpr is raised at most to this to satisfy both limits; beyond it the Bloom filter (no such
+#: limits, ~40% larger setup message, same speed) is used at the requested fpr.
+GCS_MAX_FPR = 1e-6
 #: Below this many items (summed over pairs) process start-up (~0.5-0.8 s) outweighs the parallel gain;
 #: measured with experiments/benchmarks/psi.py, see docs/psi.md.
 PARALLEL_MIN_ITEMS = 20_000
 
+_STRUCTURES = {"gcs": psi.DataStructure.GCS, "bloom_filter": psi.DataStructure.BLOOM_FILTER}
 _FIELD = "data.parties"
-_SAME_ID_FIX = (
-    "use the same firm identifier (e.g. the registration number) in the same format at every party"
-)
+_SAME_ID_FIX = "use the same firm identifier (e.g. the registration number) in the same format at every party"
 
 
 @dataclass(frozen=True)
@@ -131,57 +136,57 @@ class Alignment:
         return len(self.shared_ids[partner]) / n_label_holder
 
 
-def choose_fpr(n_client: int, n_server: int, fpr: float | None = None) -> float:
-    """False-positive probability for openmined-psi's GCS that cannot overflow its int64 hash range.
+def choose_fpr(n_client: int, n_server: int, fpr: float | None = None) -> tuple[float, str]:
+    """The false-positive probability and server data structure for one PSI, safe from the library's limits.
+
+    GCS gives the smallest setup message but overflows (see `GCS_HASH_RANGE_LIMIT`,
+    `GCS_MEAN_GAP_LIMIT`) for large client sets or tiny server sets; the Bloom filter has neither limit.
 
     Parameters
     ----------
     n_client, n_server : int
         Set sizes (positive).
     fpr : float or None
-        Requested probability; None picks `DEFAULT_FPR`, raised just enough to stay under the bound.
+        Requested probability of any false positive in the whole query. None aims at `DEFAULT_FPR`
+        and lets GCS raise it up to `GCS_MAX_FPR`; a given value is used exactly.
 
     Returns
     -------
-    float
-        The fpr to pass to the library: ``max(n_client, n_server) * n_client / fpr`` stays below
-        `GCS_HASH_RANGE_LIMIT`, computed exactly as the library does (in double precision).
+    fpr : float
+        The probability passed to the library (and recorded in the transcript).
+    structure : str
+        ``"gcs"`` or ``"bloom_filter"``.
 
     Raises
     ------
     FedriskError
-        If a requested fpr is outside (0, 1) or too small for these set sizes, or if the sets are so
-        large that the automatic fpr would exceed `MAX_AUTO_FPR`.
+        If a set size is not positive or a requested fpr is outside (0, 1).
     """
     if n_client <= 0 or n_server <= 0:
         raise FedriskError("psi", f"set sizes must be positive, got {n_client} and {n_server}")
-    m = max(n_client, n_server)
-    minimum = m * n_client / GCS_HASH_RANGE_LIMIT
     if fpr is not None:
         if not 0.0 < fpr < 1.0:
-            raise FedriskError("psi.fpr", f"must be in (0, 1), got {fpr}")
-        if not _gcs_range_ok(m, n_client, fpr):
-            raise FedriskError(
-                "psi.fpr",
-                f"{fpr:g} overflows the GCS hash range for {n_client:,} x {n_server:,} ids",
-                f"use fpr >= {minimum * 1.01:.3g}, or leave it unset to choose automatically",
-            )
-        return float(fpr)
-    chosen = max(DEFAULT_FPR, minimum)
-    while not _gcs_range_ok(m, n_client, chosen):  # rounding at the boundary: step up by ulps
-        chosen = math.nextafter(chosen, 1.0)
-    if chosen > MAX_AUTO_FPR:
-        raise FedriskError(
-            _FIELD,
-            f"{n_client:,} x {n_server:,} ids need a PSI false-positive rate of {chosen:.3g}",
-            "align smaller sets (e.g. by region or sector blocks)",
-        )
-    return chosen
+            raise FedriskError("psi.fpr", f"must be in (0, 1), got {fpr}", "use e.g. 1e-9, or leave it unset")
+        fpr = float(fpr)
+        return (fpr, "gcs") if _gcs_fits(n_client, n_server, fpr) else (fpr, "bloom_filter")
+    m = max(n_client, n_server)
+    needed = m * n_client / min(GCS_HASH_RANGE_LIMIT, GCS_MEAN_GAP_LIMIT * n_server)
+    chosen = max(DEFAULT_FPR, needed)
+    while not _gcs_fits(n_client, n_server, chosen) and chosen <= GCS_MAX_FPR:
+        chosen = math.nextafter(chosen, 1.0)  # rounding at the boundary: step up by ulps
+    if chosen > GCS_MAX_FPR:
+        return DEFAULT_FPR, "bloom_filter"
+    return chosen, "gcs"
 
 
-def _gcs_range_ok(m: int, n_client: int, fpr: float) -> bool:
-    """Mirror of the library's ``max / (fpr / n_client)`` in doubles, so rounding cannot surprise us."""
-    return float(m) / (fpr / float(n_client)) < GCS_HASH_RANGE_LIMIT
+def gcs_hash_range(n_client: int, n_server: int, fpr: float) -> float:
+    """The library's GCS hash range, in its own double arithmetic (``max / (fpr / n_client)``)."""
+    return float(max(n_client, n_server)) / (fpr / float(n_client))
+
+
+def _gcs_fits(n_client: int, n_server: int, fpr: float) -> bool:
+    hash_range = gcs_hash_range(n_client, n_server, fpr)
+    return hash_range < GCS_HASH_RANGE_LIMIT and hash_range / n_server < GCS_MEAN_GAP_LIMIT
 
 
 def _validated_ids(party: str, ids: Sequence[str]) -> list[str]:
@@ -223,7 +228,8 @@ def private_intersection(
     client_ids, server_ids : sequence of str
         Each party's firm ids, unique and non-empty.
     fpr : float or None
-        False-positive probability for the whole query; None chooses it (`choose_fpr`).
+        False-positive probability for the whole query; None chooses it (`choose_fpr`, which also
+        picks the server's data structure).
 
     Returns
     -------
@@ -236,18 +242,18 @@ def private_intersection(
     Raises
     ------
     FedriskError
-        On an empty set, a non-string or duplicated id (naming the party), or an impossible fpr.
+        On an empty set, a non-string or duplicated id (naming the party), or an fpr outside (0, 1).
     """
     client_list = _validated_ids(client_name, client_ids)
     server_list = _validated_ids(server_name, server_ids)
     n_client, n_server = len(client_list), len(server_list)
-    chosen = choose_fpr(n_client, n_server, fpr)
+    chosen, structure = choose_fpr(n_client, n_server, fpr)
 
     start = time.perf_counter()
     client = psi.client.CreateWithNewKey(True)
     server = psi.server.CreateWithNewKey(True)
     # Each message is serialized and re-parsed, as it would be on a real wire.
-    setup = server.CreateSetupMessage(chosen, n_client, server_list, psi.DataStructure.GCS)
+    setup = server.CreateSetupMessage(chosen, n_client, server_list, _STRUCTURES[structure])
     setup_bytes = setup.SerializeToString()
     request_bytes = client.CreateRequest(client_list).SerializeToString()
     request = psi.Request()
@@ -332,8 +338,8 @@ def align_parties(
     # Validate everything up front, in this process: errors are clear and never cross a process pool.
     label_list = _validated_ids(label_holder, label_ids)
     partner_lists = {name: _validated_ids(name, ids) for name, ids in partners.items()}
-    for ids in partner_lists.values():  # an impossible fpr fails here, before any process starts
-        choose_fpr(len(label_list), len(ids), fpr)
+    if fpr is not None:  # a bad fpr fails here, before any process starts
+        choose_fpr(1, 1, fpr)
     label_arr = label_ids if isinstance(label_ids, np.ndarray) else np.asarray(label_list)
 
     n_items = sum(len(label_list) + len(ids) for ids in partner_lists.values())
