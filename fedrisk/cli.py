@@ -26,7 +26,6 @@ app = typer.Typer(
     help="Simulate federated learning for SME credit risk: how much does a bank's default model gain?",
 )
 console = Console()
-errors = Console(stderr=True)
 
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config key by its dotted path: --set world.n_firms=20000")
@@ -157,10 +156,10 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except FedriskError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        errors.print("interrupted: the results directory is incomplete; run the same command again to resume")
+        print("interrupted: the results directory is incomplete; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # click's usage errors carry their own exit codes
         import click

@@ -27,7 +27,15 @@ from fedrisk.errors import FedriskError
 from fedrisk.evaluation.summary import Unit, metric_rows, summarize_point
 from fedrisk.outcome import MethodOutcome
 from fedrisk.parties.table import PartyTable
-from fedrisk.results import atomic_write_bytes, atomic_write_json, finished_methods, fingerprint, load_outcome, save_outcome, unit_dir
+from fedrisk.results import (
+    atomic_write_bytes,
+    atomic_write_json,
+    fingerprint,
+    finished_methods,
+    load_outcome,
+    save_outcome,
+    unit_dir,
+)
 
 METHODS = ("siloed", "centralized", "federated")
 

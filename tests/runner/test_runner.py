@@ -1,0 +1,97 @@
+"""Runner: contract-shaped results, resume after a kill, no silent overwrite, bad topology."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fedrisk import runner
+from fedrisk.config import load_config
+from fedrisk.errors import FedriskError
+from fedrisk.runner import run_experiment
+
+BASELINES = ("siloed", "centralized")
+CONTRACT_CHECK = Path(__file__).resolve().parents[3] / "shared" / "checks" / "contract_check.py"
+
+
+def test_baselines_run_writes_contract_keys_and_pooled_beats_bank(vertical_tables):
+    cfg, raw = load_config(vertical_tables / "config.toml")
+    out = vertical_tables / "out"
+    results = run_experiment(cfg, raw, out, methods=BASELINES)
+    assert results["complete"] is True and results["topology"] == "vertical"
+    for method in BASELINES:
+        ks = results["methods"][method]["ks"]
+        assert 0.0 < ks["mean"] < 1.0 and ks["ci"][0] <= ks["mean"] <= ks["ci"][1]
+    # the tax table carries half the signal: pooling must beat the bank alone on average
+    assert results["methods"]["centralized"]["ks"]["mean"] > results["methods"]["siloed"]["ks"]["mean"] + 0.03
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert set(metrics["method"]) == set(BASELINES)
+    assert set(metrics["seed"]) == {0, 1}
+    assert {"test", "test[covered_by_tax]", "test[uncovered_by_tax]"} <= set(metrics["split"])
+    assert json.loads((out / "results.json").read_text())["complete"] is True
+
+
+def test_finished_run_is_not_overwritten_without_force(vertical_tables):
+    cfg, raw = load_config(vertical_tables / "config.toml")
+    out = vertical_tables / "out"
+    run_experiment(cfg, raw, out, methods=BASELINES)
+    with pytest.raises(FedriskError, match="already holds a complete run"):
+        run_experiment(cfg, raw, out, methods=BASELINES)
+    other, other_raw = load_config(vertical_tables / "config.toml", ["training.lr=0.02"])
+    (out / "results.json").unlink()
+    with pytest.raises(FedriskError, match="different config"):
+        run_experiment(other, other_raw, out, methods=BASELINES)
+    assert run_experiment(other, other_raw, out, methods=BASELINES, force=True)["complete"]
+
+
+def test_interrupted_run_resumes_without_redoing_finished_units(vertical_tables, monkeypatch):
+    cfg, raw = load_config(vertical_tables / "config.toml")
+    out = vertical_tables / "out"
+    calls: list[tuple[str, int]] = []
+    real = runner.run_method
+
+    def dying(method, config, setting, seed, workdir):
+        if seed == 1 and method == "centralized":
+            raise KeyboardInterrupt  # the user pressed Ctrl-C mid-run
+        calls.append((method, seed))
+        return real(method, config, setting, seed, workdir)
+
+    monkeypatch.setattr(runner, "run_method", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, raw, out, methods=BASELINES)
+    assert not (out / "results.json").exists()  # nothing that looks complete
+    assert calls == [("siloed", 0), ("centralized", 0), ("siloed", 1)]
+    finished = {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in (out / "units").rglob("*.npz")}
+    assert len(finished) == 3
+
+    calls.clear()
+    monkeypatch.setattr(runner, "run_method", lambda *a: (calls.append((a[0], a[3])), real(*a))[1])
+    results = run_experiment(cfg, raw, out, methods=BASELINES)
+    assert calls == [("centralized", 1)]  # only what had not finished
+    assert results["complete"] is True
+    for path, mtime in finished.items():
+        assert (out / path).stat().st_mtime_ns == mtime
+    assert len(pd.read_csv(out / "metrics.csv").query("split == 'test'")) == 4  # no duplicates
+
+
+def test_two_labelled_parties_is_not_vertical(vertical_tables):
+    text = (vertical_tables / "config.toml").read_text().replace('id = "firm_id"\n\n[training]', 'id = "firm_id"\nlabel = "revenue_growth"\n\n[training]')
+    (vertical_tables / "config.toml").write_text(text.replace('name = "tiny_vertical"', 'name = "x"\ntopology = "vertical"'))
+    cfg, raw = load_config(vertical_tables / "config.toml")
+    with pytest.raises(FedriskError, match="label"):
+        run_experiment(cfg, raw, vertical_tables / "out", methods=BASELINES)
+
+
+def test_cli_bad_input_is_one_line_without_traceback(vertical_tables):
+    env_cmd = [sys.executable, "-m", "fedrisk", "run", str(vertical_tables / "config.toml"), "--set", "world.default_rate=1.5"]
+    proc = subprocess.run(env_cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "world.default_rate" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    missing = subprocess.run(
+        [sys.executable, "-m", "fedrisk", "run", str(vertical_tables / "nope.toml")], capture_output=True, text=True, timeout=120
+    )
+    assert missing.returncode != 0 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
