@@ -42,6 +42,10 @@ class DataConfig(_Section):
         "synthetic", description="'synthetic' (the [world] generator) or 'tables' (one file per party)."
     )
     parties: list[PartySource] = Field(default_factory=list, description="The tables when source = 'tables'.")
+    partners: list[str] | None = Field(
+        None,
+        description="Vertical: which non-label holders join (e.g. ['tax']); None = all. Sweep it to add holders one at a time.",
+    )
 
     @model_validator(mode="after")
     def _parties_match_source(self) -> DataConfig:

@@ -79,7 +79,7 @@ def resolve_topology(config: ExperimentConfig, parties: Mapping[str, PartyTable]
                 f"vertical federation needs exactly one labelled party (got {len(labelled)}: {', '.join(labelled)})",
                 "keep the label on the label holder only, or set topology = 'horizontal'",
             )
-        if len(parties) < 2:
+        if len(parties) < 2 and config.data.partners is None:
             raise FedriskError("data.parties", "vertical federation needs at least one partner", "add a partner's table")
         return topology, labelled
     if len(labelled) < 2:
@@ -105,6 +105,14 @@ def build_setting(config: ExperimentConfig, seed: int) -> Setting:
 
     parties = build_parties(config, seed)
     topology, label_holders = resolve_topology(config, parties)
+    if topology == "vertical" and config.data.partners is not None:
+        unknown = sorted(set(config.data.partners) - set(parties))
+        if unknown:
+            raise FedriskError(
+                "data.partners", f"unknown holders {unknown}", f"choose from {sorted(set(parties) - set(label_holders))}"
+            )
+        keep = set(label_holders) | set(config.data.partners)
+        parties = {name: table for name, table in parties.items() if name in keep}
     s = config.split
     splits = {
         name: split_applicants(parties[name], s.test_fraction, s.val_fraction, seed, s.out_of_time)
@@ -298,7 +306,9 @@ def finalize(root: Path, config: ExperimentConfig, points, methods: tuple[str, .
     for assignment, cfg in points:
         label = point_label(assignment)
         point_units = [u for u in units if u.point == label]
-        summary = summarize_point(point_units, methods, cfg.evaluation.n_bootstrap, cfg.evaluation.ci_level)
+        summary = summarize_point(
+            point_units, methods, cfg.evaluation.n_bootstrap, cfg.evaluation.ci_level, cfg.evaluation.approval_rate
+        )
         summary["cost"] = _cost(point_units)
         sweep.append({"point": label, "assignment": assignment, **summary})
     head = sweep[0]

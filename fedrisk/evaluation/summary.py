@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedrisk.evaluation.metrics import credit_metrics, population_stability_index
+from fedrisk.evaluation.metrics import (
+    approval_rate_at_bad_rate,
+    bad_rate_at_approval,
+    credit_metrics,
+    population_stability_index,
+)
 from fedrisk.evaluation.uncertainty import bootstrap_ks_auc, summarize
 from fedrisk.outcome import MethodOutcome
 
@@ -70,7 +75,9 @@ def _headline_sets(unit: Unit, methods: Sequence[str]) -> dict[str, dict[str, tu
     return {p: m for p, m in parties.items() if len(m) == len([x for x in methods if x in unit.outcomes])}
 
 
-def summarize_point(units: Sequence[Unit], methods: Sequence[str], n_boot: int, level: float) -> dict:
+def summarize_point(
+    units: Sequence[Unit], methods: Sequence[str], n_boot: int, level: float, approval_rate: float = 0.8
+) -> dict:
     """The contract's ``methods``, ``uplift`` and ``parties`` blocks for one sweep point."""
     per_seed = [_headline_sets(u, methods) for u in units]
     reps = bootstrap_ks_auc(per_seed, n_boot=n_boot) if n_boot > 0 else {}
@@ -95,6 +102,7 @@ def summarize_point(units: Sequence[Unit], methods: Sequence[str], n_boot: int, 
             out["methods"][method][metric] = summarize(seed_values(method, metric), None, level)
     if "federated" in present and "siloed" in present:
         out["uplift"] = _uplift(seed_values, reps, level)
+        out["uplift"].update(_business_uplift(per_seed, approval_rate, level))
     parties = sorted({p for scored in per_seed for p in scored})
     if len(parties) > 1:
         for party in parties:
@@ -141,4 +149,31 @@ def _uplift(seed_values, reps: Mapping[str, np.ndarray], level: float) -> dict:
         "ks_relative": summarize(ks_f / ks_s - 1, rel_reps, level),
         "ks_points": summarize(ks_f - ks_s, pts_reps, level),
         "auc_points": summarize(auc_f - auc_s, auc_reps, level),
+    }
+
+
+def _business_uplift(per_seed, approval_rate: float, level: float) -> dict:
+    """What a lender feels: fewer bads at the same approval rate, more approvals at the same bad rate.
+
+    ``npl_points``: the siloed model's bad rate among approved minus the federated one's, at the configured
+    approval rate (percentage points). ``approval_gain``: how many more applicants the federated model can
+    approve (relative) while keeping the siloed model's bad rate among approved.
+    """
+    npl, gain = [], []
+    for scored in per_seed:
+        npl_parties, gain_parties = [], []
+        for by_method in scored.values():
+            if "federated" not in by_method or "siloed" not in by_method:
+                continue
+            y, p_silo = by_method["siloed"]
+            _, p_fed = by_method["federated"]
+            bad_silo = bad_rate_at_approval(y, p_silo, approval_rate)
+            npl_parties.append(100.0 * (bad_silo - bad_rate_at_approval(y, p_fed, approval_rate)))
+            gain_parties.append(approval_rate_at_bad_rate(y, p_fed, bad_silo) / approval_rate - 1.0)
+        npl.append(float(np.mean(npl_parties)) if npl_parties else np.nan)
+        gain.append(float(np.mean(gain_parties)) if gain_parties else np.nan)
+    return {
+        "npl_points_at_approval": summarize(npl, None, level),
+        "approval_gain_at_bad_rate": summarize(gain, None, level),
+        "approval_rate": approval_rate,
     }
