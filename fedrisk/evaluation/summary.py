@@ -145,8 +145,11 @@ def _uplift(seed_values, reps: Mapping[str, np.ndarray], level: float) -> dict:
         rel_reps = reps["ks:federated"] / reps["ks:siloed"] - 1
         pts_reps = reps["ks:federated"] - reps["ks:siloed"]
         auc_reps = reps["auc:federated"] - reps["auc:siloed"]
+    relative = summarize(ks_f / ks_s - 1, rel_reps, level)
+    if relative["mean"] is not None:
+        relative["mean"] = float(np.nanmean(ks_f) / np.nanmean(ks_s) - 1)  # ratio of means, as the CI is
     return {
-        "ks_relative": summarize(ks_f / ks_s - 1, rel_reps, level),
+        "ks_relative": relative,
         "ks_points": summarize(ks_f - ks_s, pts_reps, level),
         "auc_points": summarize(auc_f - auc_s, auc_reps, level),
     }
