@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 import math
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from flwr.server import strategy as flwr_strategy
 from pydantic import (
@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from fedrisk.errors import FedriskError
+from fedrisk.models.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -298,9 +299,6 @@ class HorizontalConfig(BaseModel):
         Passes over its own training rows each bank makes per round.
     fraction_fit, fraction_evaluate : float
         Share of banks sampled per round for training / federated evaluation.
-    federated_stats : bool, default=True
-        Preprocessing from federated statistics (a first round aggregated by the server); False = each
-        bank standardises on its own rows (for ablations only: banks then speak different feature scales).
     max_categories : int, default=20
         One-hot levels per categorical column (the rarest are grouped), as in the siloed preprocessing.
     keep : {"best", "last"}, default="best"
@@ -323,10 +321,6 @@ class HorizontalConfig(BaseModel):
     fraction_fit: float = Field(1.0, gt=0.0, le=1.0, description="Share of banks sampled per training round.")
     fraction_evaluate: float = Field(
         1.0, ge=0.0, le=1.0, description="Share of banks evaluating the global model each round (0 = none)."
-    )
-    federated_stats: bool = Field(
-        True,
-        description="Preprocess with federated means/variances/levels (False: each bank on its own rows).",
     )
     max_categories: int = Field(20, ge=2, description="One-hot levels per categorical column.")
     keep: Literal["best", "last"] = Field(
@@ -363,6 +357,10 @@ class HorizontalConfig(BaseModel):
                 f"does not calibrate for; use a mean-based strategy "
                 f"({', '.join(n for n, s in STRATEGIES.items() if s.mean_based)})"
             )
+        if self.keep == "best" and self.fraction_evaluate == 0:
+            raise ValueError(
+                "keep = 'best' needs federated evaluation; set fraction_evaluate > 0 or keep = 'last'"
+            )
         return self
 
     def min_clients(self) -> int:
@@ -375,3 +373,39 @@ class HorizontalConfig(BaseModel):
         if self.secagg.enabled and isinstance(self.secagg.num_shares, int):
             need = max(need, self.secagg.num_shares)
         return need
+
+
+class HorizontalJob(BaseModel):
+    """Everything the ServerApp and the ClientApps need, shipped as one JSON string in Flower's run config.
+
+    Built by the driver from the experiment config; ``noise_multiplier`` is the resolved one (solved
+    from ``target_epsilon`` when that was given), ``max_weight`` the resolved SecAgg+ weight bound for
+    training and ``max_rows`` the largest bank's training rows (the weight bound of the statistics round).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizontal: HorizontalConfig
+    train: TrainConfig
+    model_kind: Literal["logistic", "mlp"] = "logistic"
+    hidden: list[int] = Field(default_factory=lambda: [32, 16])
+    dropout: float = 0.0
+    seed: int = 0
+    noise_multiplier: float | None = None
+    max_weight: float = 1000.0
+    max_rows: int = 1000
+
+    RUN_CONFIG_KEY: ClassVar[str] = "fedrisk-horizontal"
+
+    def to_run_config(self) -> dict[str, str]:
+        return {self.RUN_CONFIG_KEY: self.model_dump_json()}
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> HorizontalJob:
+        if cls.RUN_CONFIG_KEY not in run_config:
+            raise FedriskError(
+                f"run_config.{cls.RUN_CONFIG_KEY}",
+                "missing",
+                "start the apps with fedrisk's horizontal driver",
+            )
+        return cls.model_validate_json(str(run_config[cls.RUN_CONFIG_KEY]))
