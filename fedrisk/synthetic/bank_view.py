@@ -30,6 +30,8 @@ BANK_NUMERIC_FEATURES = [
     "deposit_volatility",
     "products_held",
 ]
+PERCEPTION_SD = {"financial": 0.9, "operating": 1.2}
+"""SD of the shared error in the bank's perception of each factor (times the ``bank.noise`` knob)."""
 KYC_FEATURES = ["sector", "region_type", "province", "size_class", "firm_age_years"]
 
 
@@ -48,8 +50,10 @@ def bank_features(
     differently); the same schema holds at every bank.
     """
     m = len(firms)
-    fin = state.factors.financial[firms]
-    op = state.factors.operating[firms]
+    # the bank's view of a firm's health carries one shared error per factor, so adding fields cannot
+    # recover the factor exactly; the independent per-field noise comes on top
+    fin = state.factors.financial[firms] + noise * PERCEPTION_SD["financial"] * rng.standard_normal(m)
+    op = state.factors.operating[firms] + noise * PERCEPTION_SD["operating"] * rng.standard_normal(m)
     size = state.traits.size_class[firms].astype(float)
     age = state.traits.age_years[firms]
     drift = state.drift[firms]

@@ -26,6 +26,8 @@ CHAIN_NUMERIC_FEATURES = [
     "order_growth",
     "distressed_partner_exposure",
 ]
+PERCEPTION_SD = {"chain_position": 0.6, "buyer_health": 0.6, "operating": 1.0, "financial": 1.2}
+"""SD of the platform's shared perception error per factor (times ``supply_chain.noise``)."""
 
 
 def chain_features(
@@ -34,10 +36,13 @@ def chain_features(
     """Platform-view features for the member firms at indices ``firms``."""
     m = len(firms)
     graph = state.graph
-    position = state.factors.chain_position[firms]
-    op = state.factors.operating[firms]
-    fin = state.factors.financial[firms]
-    buyers = state.buyer_health[firms]
+    # shared perception error per factor (see bank_view): more fields cannot recover a factor exactly
+    position = state.factors.chain_position[firms] + noise * PERCEPTION_SD[
+        "chain_position"
+    ] * rng.standard_normal(m)
+    op = state.factors.operating[firms] + noise * PERCEPTION_SD["operating"] * rng.standard_normal(m)
+    fin = state.factors.financial[firms] + noise * PERCEPTION_SD["financial"] * rng.standard_normal(m)
+    buyers = state.buyer_health[firms] + noise * PERCEPTION_SD["buyer_health"] * rng.standard_normal(m)
     drift = state.drift[firms]
 
     def noisy(sd: float) -> np.ndarray:
@@ -53,7 +58,7 @@ def chain_features(
         {
             "n_buyers": graph.n_buyers[firms].astype(float),
             "n_suppliers": graph.n_suppliers[firms].astype(float),
-            "buyer_hhi": np.round(graph.buyer_hhi()[firms], 4),
+            "buyer_hhi": np.round(graph.buyer_hhi[firms], 4),
             "tier_to_core": graph.tier[firms].astype(float),
             "receivable_days": np.round(receivable, 1),
             "payable_days": np.round(payable, 1),

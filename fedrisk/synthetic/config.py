@@ -56,7 +56,7 @@ class BankKnobs(HolderKnobs):
         0.7, gt=0.0, le=1.0, description="Share of firms that borrow at one or more banks (the applicants)."
     )
     signal: float = Field(
-        0.75, ge=0.0, le=3.0, description="Weight (probit units) of financial health in default risk."
+        0.4, ge=0.0, le=3.0, description="Weight (probit units) of financial health in default risk."
     )
     missing_rate: float = Field(
         0.02, ge=0.0, le=0.9, description="Missing probability of a numeric bank field for an average firm."
@@ -68,7 +68,7 @@ class TaxKnobs(HolderKnobs):
 
     coverage: float = Field(0.95, ge=0.0, le=1.0, description="Share of all firms registered for tax.")
     signal: float = Field(
-        0.45, ge=0.0, le=3.0, description="Weight (probit units) of operating health in default risk."
+        0.36, ge=0.0, le=3.0, description="Weight (probit units) of operating health in default risk."
     )
 
 
@@ -93,7 +93,7 @@ class ChainKnobs(HolderKnobs):
 
     coverage: float = Field(0.4, ge=0.0, le=1.0, description="Share of all firms trading on the platform.")
     signal: float = Field(
-        0.45, ge=0.0, le=3.0, description="Weight (probit units) of supply-chain health in default risk."
+        0.36, ge=0.0, le=3.0, description="Weight (probit units) of supply-chain health in default risk."
     )
     missing_rate: float = Field(
         0.08,
@@ -175,14 +175,12 @@ class OutOfTimeKnobs(_Knobs):
 class FactorCorrelation(_Knobs):
     """Correlations between the three hidden firm factors (must form a positive-definite matrix)."""
 
-    financial_operating: float = Field(
-        0.35, gt=-1.0, lt=1.0, description="corr(financial, operating health)."
-    )
+    financial_operating: float = Field(0.2, gt=-1.0, lt=1.0, description="corr(financial, operating health).")
     financial_chain: float = Field(
-        0.2, gt=-1.0, lt=1.0, description="corr(financial health, chain position)."
+        0.1, gt=-1.0, lt=1.0, description="corr(financial health, chain position)."
     )
     operating_chain: float = Field(
-        0.3, gt=-1.0, lt=1.0, description="corr(operating health, chain position)."
+        0.2, gt=-1.0, lt=1.0, description="corr(operating health, chain position)."
     )
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ is vectorised per tier (one ``searchsorted`` over the attractiveness CDF), never
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,30 +34,32 @@ class TradingGraph:
     volume: sp.csr_matrix
     tier: np.ndarray
 
-    @property
+    @cached_property
     def n_buyers(self) -> np.ndarray:
         """Distinct buyers of each firm."""
         return np.diff(self.volume.indptr)
 
-    @property
+    @cached_property
     def n_suppliers(self) -> np.ndarray:
         """Distinct suppliers of each firm."""
         return np.bincount(self.volume.indices, minlength=self.volume.shape[0])
 
+    @cached_property
     def buyer_shares(self) -> sp.csr_matrix:
         """Row-normalised volumes: the share of the supplier's sales that goes to each buyer."""
         totals = np.asarray(self.volume.sum(axis=1)).ravel()
         inverse = np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)
         return sp.diags_array(inverse) @ self.volume
 
+    @cached_property
     def buyer_hhi(self) -> np.ndarray:
         """Herfindahl-Hirschman index of each firm's sales over its buyers (1 = a single buyer; 0 = none)."""
-        shares = self.buyer_shares()
+        shares = self.buyer_shares
         return np.asarray(shares.multiply(shares).sum(axis=1)).ravel()
 
     def buyer_average(self, values: np.ndarray) -> np.ndarray:
         """Sales-weighted mean of ``values`` over each firm's buyers (0 for firms without buyers)."""
-        return self.buyer_shares() @ values
+        return self.buyer_shares @ values
 
 
 def build_trading_graph(
@@ -113,7 +116,7 @@ def propagate_health(graph: TradingGraph, own_health: np.ndarray, contagion: flo
     ``steps - 1`` times before the final sales-weighted average over the firm's buyers. Firms without buyers
     (the cores) get 0, the population mean.
     """
-    shares = graph.buyer_shares()
+    shares = graph.buyer_shares
     has_buyers = graph.n_buyers > 0
     health = own_health
     for _ in range(steps - 1):

@@ -28,6 +28,8 @@ TAX_NUMERIC_FEATURES = [
     "insured_headcount",
     "declared_margin",
 ]
+PERCEPTION_SD = {"financial": 1.0, "operating": 0.6}
+"""SD of the shared error in the tax authority's perception of each factor (times ``tax.noise``)."""
 # effective VAT burden on revenue by sector (same order as traits.SECTORS)
 _VAT_BURDEN = np.array([0.045, 0.025, 0.03, 0.035, 0.03, 0.01, 0.04, 0.05, 0.05, 0.05])
 assert len(_VAT_BURDEN) == len(SECTOR_NAMES)
@@ -36,8 +38,9 @@ assert len(_VAT_BURDEN) == len(SECTOR_NAMES)
 def tax_features(state: FirmState, firms: np.ndarray, noise: float, rng: np.random.Generator) -> pd.DataFrame:
     """Tax-view features for the firms at indices ``firms``."""
     m = len(firms)
-    fin = state.factors.financial[firms]
-    op = state.factors.operating[firms]
+    # shared perception error per factor (see bank_view): more fields cannot recover a factor exactly
+    fin = state.factors.financial[firms] + noise * PERCEPTION_SD["financial"] * rng.standard_normal(m)
+    op = state.factors.operating[firms] + noise * PERCEPTION_SD["operating"] * rng.standard_normal(m)
     size = state.traits.size_class[firms].astype(float)
     drift = state.drift[firms]
 

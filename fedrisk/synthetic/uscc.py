@@ -85,5 +85,8 @@ def is_valid_uscc(codes: np.ndarray) -> np.ndarray:
 
 def _digits(numbers: np.ndarray, width: int) -> np.ndarray:
     """Decimal digits of ``numbers`` as an ``(n, width)`` array, most significant first."""
-    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-    return (numbers[:, None] // powers) % 10
+    out = np.empty((len(numbers), width), dtype=np.int64)
+    rest = numbers.copy()
+    for position in range(width - 1, -1, -1):  # loop over digit positions, vectorised over firms
+        rest, out[:, position] = np.divmod(rest, 10)
+    return out

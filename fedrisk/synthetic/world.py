@@ -129,7 +129,7 @@ def generate_world(config: WorldConfig, seed: int) -> World:
         traits, factors, graph, buyer_health, chain_health, drift=config.out_of_time.drift * cohort
     )
 
-    hhi = graph.buyer_hhi()
+    hhi = graph.buyer_hhi
     risk = (
         traits.base_risk()
         - config.bank.signal * factors.financial
