@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 Backend = Literal["inprocess", "ray"]
 
 OUTPUT_DIR_KEY = "output-dir"
+NUM_PARTIES_KEY = "num-parties"
 MESSAGE_LOG_FILE = "messages.jsonl"
 COMPLETION_MARKER = "federation-complete.json"
 
@@ -68,7 +69,7 @@ def federation_run_config(parties: Mapping[str, str | Path], run_config: Mapping
     for i, (name, path) in enumerate(parties.items()):
         config[f"party-{i}"] = str(name)
         config[f"party-{i}-data-path"] = str(path)
-    config["num-parties"] = len(parties)
+    config[NUM_PARTIES_KEY] = len(parties)
     return config
 
 
@@ -133,7 +134,12 @@ def recorded_server_app(
             context = _with_run_config(context, run_config)
         out_dir = Path(str(context.run_config[OUTPUT_DIR_KEY]))
         log = MessageLog()
-        names = dict(node_names) if node_names is not None else discover_parties(grid, log)
+        if node_names is not None:
+            names = dict(node_names)
+        else:  # wait for every party: the engine registers nodes while the ServerApp starts
+            names = discover_parties(
+                grid, log, expected=int(context.run_config.get(NUM_PARTIES_KEY, 0)) or None
+            )
         recording = RecordingGrid(grid, log, names)
         try:
             server_app(recording, context)

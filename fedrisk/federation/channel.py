@@ -336,9 +336,16 @@ class RecordingGrid(Grid):
         self._check(replies, expected=messages)
         return replies
 
+    def _size_hint(self, message: Message) -> int | None:
+        """The wrapped grid's measurement of this message, if it made one (`InProcessGrid` does)."""
+        hint = getattr(self._grid, "wire_size", None)
+        return hint(message.metadata.message_id) if hint is not None and message.metadata.message_id else None
+
     def _record_sent(self, messages: list[Message]) -> None:
         for msg in messages:
-            rec = self.log.record_message(msg, self.server_name, self.name_of(msg.metadata.dst_node_id))
+            rec = self.log.record_message(
+                msg, self.server_name, self.name_of(msg.metadata.dst_node_id), nbytes=self._size_hint(msg)
+            )
             if msg.metadata.message_id:
                 with self._lock:
                     self._kinds[msg.metadata.message_id] = rec.kind
@@ -349,7 +356,13 @@ class RecordingGrid(Grid):
                 request_kind = self._kinds.pop(msg.metadata.reply_to_message_id, None)
             own = message_kind(msg)
             kind = own if own != msg.metadata.message_type or request_kind is None else request_kind
-            self.log.record_message(msg, self.name_of(msg.metadata.src_node_id), self.server_name, kind=kind)
+            self.log.record_message(
+                msg,
+                self.name_of(msg.metadata.src_node_id),
+                self.server_name,
+                kind=kind,
+                nbytes=self._size_hint(msg),
+            )
 
     def _check(self, replies: list[Message], expected: list[Message] | None = None) -> None:
         found: list[ClientFailure] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 #: First node ID handed out by `InProcessGrid.for_parties` (Flower reserves 0 and 1 for the SuperLink).
 FIRST_NODE_ID = 1001
+_MAX_SIZE_HINTS = 10_000
 
 
 @dataclass
@@ -83,6 +85,7 @@ class InProcessGrid(Grid):
         }
         self._replies: dict[str, Message] = {}
         self._exceptions: dict[int, BaseException] = {}
+        self._sizes: OrderedDict[str, int] = OrderedDict()  # message ID -> wire size, for RecordingGrid
         self._lock = threading.Lock()
         self._closed = False
         self.bytes_copied = 0
@@ -123,6 +126,11 @@ class InProcessGrid(Grid):
     def client_exception(self, node_id: int) -> BaseException | None:
         """The last exception the node's ClientApp raised (chained onto `ClientFailure` in-process)."""
         return self._exceptions.get(node_id)
+
+    def wire_size(self, message_id: str) -> int | None:
+        """Serialized size of a message this grid copied (once): spares `RecordingGrid` a second serde."""
+        with self._lock:
+            return self._sizes.pop(message_id, None)
 
     def close(self) -> None:
         """End the run: later ``get_node_ids`` raises ``RunNotRunningException``, which stops the node
@@ -176,6 +184,10 @@ class InProcessGrid(Grid):
             with self._lock:
                 self._replies[msg.metadata.message_id] = stored
                 self.bytes_copied += size_in + size_out
+                self._sizes[msg.metadata.message_id] = size_in
+                self._sizes[stored.metadata.message_id] = size_out
+                while len(self._sizes) > _MAX_SIZE_HINTS:
+                    self._sizes.popitem(last=False)
             ids.append(msg.metadata.message_id)
         return ids
 

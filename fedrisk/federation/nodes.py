@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,16 +86,32 @@ def party_query_reply(message: Message, context: Context) -> Message:
     return Message(RecordDict({"party": ConfigRecord({"party": party})}), reply_to=message)
 
 
+def wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:
+    """Node IDs once at least ``count`` nodes are connected (engines register nodes after the ServerApp
+    starts: asking earlier finds none, and a run over no nodes would "finish" having done nothing)."""
+    deadline = time.monotonic() + timeout
+    while len(node_ids := list(grid.get_node_ids())) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(node_ids)} of {count} nodes connected within {timeout:.0f} s")
+        time.sleep(0.05)
+    return node_ids
+
+
 def discover_parties(
-    grid: Grid, log: MessageLog | None = None, server_name: str = "server"
+    grid: Grid,
+    log: MessageLog | None = None,
+    server_name: str = "server",
+    expected: int | None = None,
+    timeout: float = 120.0,
 ) -> dict[int, str]:
     """Ask every node which party it is (ClientApps wrapped by `backends.PartyClientApp` answer).
 
     Under the Ray simulation and the deployment engine node IDs are random and the server has no other
-    way to tell the bank from the tax authority. The round trip is recorded in ``log`` if given (it does
-    cross the boundary). From a ServerApp use `party_nodes`: it reuses what the driver already knows.
+    way to tell the bank from the tax authority. Waits for ``expected`` nodes first (if given). The round
+    trip is recorded in ``log`` if given (it does cross the boundary). From a ServerApp use
+    `party_nodes`: it reuses what the driver already knows.
     """
-    node_ids = list(grid.get_node_ids())
+    node_ids = wait_for_nodes(grid, expected, timeout) if expected else list(grid.get_node_ids())
     queries = [
         Message(RecordDict(), dst_node_id=node_id, message_type=PARTY_QUERY, group_id="discovery")
         for node_id in node_ids

@@ -385,3 +385,20 @@ def test_ray_simulation_matches_in_process(tmp_path, vertical_parties):
     assert log.by_kind()["query:weights"]["messages"] == 2 * 3 * 2
     assert log.by_kind()["query.fedrisk_party"]["messages"] == 3 * 2  # node discovery, also recorded
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_ray_client_failure_reaches_the_driver(tmp_path, bank_parties):
+    ray = pytest.importorskip("ray")
+    with pytest.raises(ClientFailure, match="bank data unreadable in bank_2") as info:
+        _run(
+            tmp_path,
+            legacy_workflow_server(),
+            linreg_client,
+            bank_parties(2),
+            backend="ray",
+            **{"fail-party": "bank_2"},
+        )
+    assert info.value.party == "bank_2"  # named through node discovery, not a random node ID
+    assert not (tmp_path / "out-ray" / COMPLETION_MARKER).exists()
+    assert not ray.is_initialized()
