@@ -91,11 +91,13 @@ class PartyClientApp(ClientApp):
         self._overlay = dict(run_config or {})
 
     def __call__(self, message: Message, context: Context) -> Message:
-        if self._overlay:
-            context = _with_run_config(context, self._overlay)
+        view = _with_run_config(context, self._overlay) if self._overlay else context
         if message.metadata.message_type == PARTY_QUERY:
-            return party_query_reply(message, context)
-        return self._app(message, context)
+            return party_query_reply(message, view)
+        try:
+            return self._app(message, view)
+        finally:
+            context.state = view.state  # in case the app replaced (rather than mutated) its state
 
 
 def _with_run_config(context: Context, overlay: Mapping[str, object]) -> Context:

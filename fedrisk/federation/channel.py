@@ -167,7 +167,7 @@ class MessageLog:
         kind: str,
         nbytes: int,
         arrays: Sequence[ArraySpec] = (),
-        round: int | None = None,  # noqa: A002 - the record's field name
+        round: int | None = None,
     ) -> MessageRecord:
         """Log something that crossed a boundary outside Flower messages (e.g. a PSI transcript)."""
         record = MessageRecord(
