@@ -93,7 +93,7 @@ class ChainKnobs(HolderKnobs):
 
     coverage: float = Field(0.4, ge=0.0, le=1.0, description="Share of all firms trading on the platform.")
     signal: float = Field(
-        0.36, ge=0.0, le=3.0, description="Weight (probit units) of supply-chain health in default risk."
+        0.45, ge=0.0, le=3.0, description="Weight (probit units) of supply-chain health in default risk."
     )
     missing_rate: float = Field(
         0.08,

@@ -75,8 +75,11 @@ def make_uscc(
 
 def is_valid_uscc(codes: np.ndarray) -> np.ndarray:
     """Boolean mask: which codes are 18 alphabet characters with a correct GB 32100 check character."""
-    raw = np.asarray(codes).astype("S18")
-    ok_length = np.char.str_len(raw) == 18
+    encoded = np.char.encode(
+        np.asarray(codes, dtype=str), "utf-8"
+    )  # non-ASCII bytes are never in the alphabet
+    ok_length = np.char.str_len(encoded) == 18
+    raw = encoded.astype("S18")  # longer codes are cut here, but already failed the length check
     chars = np.frombuffer(raw.tobytes(), dtype=np.uint8).reshape(len(raw), 18)
     values = _VALUE_OF[np.minimum(chars, 127)]
     in_alphabet = (values >= 0).all(axis=1)
