@@ -1,0 +1,441 @@
+"""Split models for vertical federation: holders' bottom models, the label holder's top, the pooled twin.
+
+A vertical model is cut at the embeddings: every holder (the bank too) turns its own encoded columns into
+an embedding per applicant; the label holder's top model combines them into log-odds. With a linear
+bottom of width 1 and a summing top this is vertical logistic regression (the FATE hetero-LR family);
+with small MLPs it is a split neural network. A partner that does not know an applicant contributes a
+learned per-partner vector instead (in the linear case exactly pooled LR with a missing indicator).
+
+No maintained library implements split learning's holder-side step (apply the gradient the label holder
+sent for the last embeddings, then embed the next rows), so `HolderBottom` and the twin's loop are
+written here, on plain torch modules and the project's Adam (`fedrisk.models.training.make_optimizer`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from fedrisk.evaluation.metrics import ks_statistic
+from fedrisk.models.config import TrainConfig
+from fedrisk.models.training import bce, epoch_batches, make_optimizer
+
+SplitKind = Literal["logistic", "mlp"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Modules
+
+
+def holder_seed(seed: int, holder: str) -> int:
+    """Init seed of one holder's module: the same in the holder's ClientApp and in the pooled twin."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(holder.encode())]).generate_state(1)[0])
+
+
+def _mlp(width_in: int, hidden: Sequence[int], width_out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(width_in, size), nn.ReLU()]
+        width_in = size
+    layers.append(nn.Linear(width_in, width_out))
+    return nn.Sequential(*layers)
+
+
+def embedding_width(kind: SplitKind, embedding_dim: int) -> int:
+    """Numbers per applicant a holder sends: 1 for a linear bottom (its share of the log-odds)."""
+    return 1 if kind == "logistic" else embedding_dim
+
+
+def make_bottom(
+    kind: SplitKind,
+    n_features: int,
+    holder: str,
+    seed: int,
+    embedding_dim: int = 4,
+    hidden: Sequence[int] = (16,),
+) -> nn.Module:
+    """A holder's bottom model ``(n, n_features) -> (n, width)``, initialised from ``(seed, holder)``."""
+    if kind not in ("logistic", "mlp"):
+        raise ValueError(f"unknown model kind {kind!r}; expected 'logistic' or 'mlp'")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(holder_seed(seed, holder))
+        if kind == "logistic":
+            return nn.Linear(n_features, 1)
+        return _mlp(n_features, hidden, embedding_dim)
+
+
+class SplitTop(nn.Module):
+    """The label holder's top model: fills absent partners with learned vectors, then combines.
+
+    Parameters
+    ----------
+    kind : {"logistic", "mlp"}
+        ``logistic`` sums the holders' partial log-odds; ``mlp`` feeds the concatenated embeddings to a
+        small network.
+    holders : sequence of str
+        Every holder in embedding order, label holder included.
+    label_holder : str
+        The holder that knows every applicant (no missing vector).
+    seed : int
+        Init seed (the top is built from ``holder_seed(seed, "__top__")``).
+    embedding_dim : int
+        Embedding width per holder for ``mlp``.
+    hidden : sequence of int
+        Hidden widths of the ``mlp`` top.
+    """
+
+    def __init__(
+        self,
+        kind: SplitKind,
+        holders: Sequence[str],
+        label_holder: str,
+        seed: int,
+        embedding_dim: int = 4,
+        hidden: Sequence[int] = (16,),
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.holders = list(holders)
+        self.width = embedding_width(kind, embedding_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(holder_seed(seed, "__top__"))
+            self.missing = nn.ParameterDict(
+                {h: nn.Parameter(torch.zeros(self.width)) for h in self.holders if h != label_holder}
+            )
+            self.head = _mlp(self.width * len(self.holders), hidden, 1) if kind == "mlp" else None
+
+    def forward(
+        self, parts: Mapping[str, torch.Tensor], covered: Mapping[str, torch.Tensor | None], n: int
+    ) -> torch.Tensor:
+        """Logits ``(n,)`` from each holder's embeddings of the applicants it covers.
+
+        ``covered[h]`` holds the batch positions of ``parts[h]``'s rows, or None when ``h`` covers all.
+        """
+        full = []
+        for h in self.holders:
+            rows = covered.get(h)
+            if rows is None:
+                full.append(parts[h])
+            else:
+                fill = self.missing[h].expand(n, self.width)
+                full.append(fill.index_put((rows,), parts[h]))
+        if self.head is None:
+            return torch.stack([z[:, 0] for z in full]).sum(0)
+        return self.head(torch.cat(full, dim=1)).squeeze(-1)
+
+
+class SplitModel(nn.Module):
+    """Bottoms and top in one module: the pooled twin (one process, every holder's rows)."""
+
+    def __init__(self, bottoms: Mapping[str, nn.Module], top: SplitTop) -> None:
+        super().__init__()
+        self.bottoms = nn.ModuleDict(dict(bottoms))
+        self.top = top
+
+    def forward(
+        self, blocks: Mapping[str, torch.Tensor], covered: Mapping[str, torch.Tensor | None], n: int
+    ) -> torch.Tensor:
+        parts = {h: self.bottoms[h](blocks[h]) for h in self.top.holders}
+        return self.top(parts, covered, n)
+
+
+def make_split_model(
+    kind: SplitKind,
+    n_features: Mapping[str, int],
+    label_holder: str,
+    seed: int,
+    embedding_dim: int = 4,
+    bottom_hidden: Sequence[int] = (16,),
+    top_hidden: Sequence[int] = (16,),
+) -> SplitModel:
+    """The split model for holders ``n_features`` (label holder first in embedding order)."""
+    holders = [label_holder] + [h for h in n_features if h != label_holder]
+    bottoms = {h: make_bottom(kind, n_features[h], h, seed, embedding_dim, bottom_hidden) for h in holders}
+    return SplitModel(bottoms, SplitTop(kind, holders, label_holder, seed, embedding_dim, top_hidden))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The holder's side of the protocol
+
+
+@dataclass
+class StepRequest:
+    """What the label holder asks of one holder in one round trip (applied in field order).
+
+    ``rows``/``eval_rows`` are int32 positions into the holder's roster (the id list it was sent).
+    """
+
+    snapshot: bool = False
+    """Remember the current weights as the best so far (before applying ``grad``)."""
+    grad: np.ndarray | None = None
+    """d loss / d embedding for the rows of the previous training request."""
+    restore: bool = False
+    """Go back to the remembered best weights."""
+    rows: np.ndarray | None = None
+    """Training rows to embed (kept for the next ``grad``)."""
+    eval_rows: np.ndarray | None = None
+    """Rows to embed for inference only."""
+
+
+@dataclass
+class StepReply:
+    embedding: np.ndarray | None = None
+    eval_embedding: np.ndarray | None = None
+
+
+class HolderBottom:
+    """A holder's bottom model, its Adam state and the rows awaiting a gradient.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The bottom model (`make_bottom`).
+    X : np.ndarray
+        The holder's encoded rows in roster order (row ``i`` = the ``i``-th id the label holder sent).
+    train_cfg : TrainConfig
+        Learning rate and weight decay of the holder's Adam (the same as every other method's).
+    """
+
+    def __init__(self, module: nn.Module, X: np.ndarray, train_cfg: TrainConfig) -> None:
+        self.module = module
+        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        self.optimizer = make_optimizer(module, train_cfg)
+        self.best: torch.Tensor | None = None
+        self.pending_rows: np.ndarray | None = None
+        self._pending: torch.Tensor | None = None
+
+    def step(self, request: StepRequest) -> StepReply:
+        """Apply one request (see `StepRequest` for the order)."""
+        if request.snapshot:
+            self.best = self._flat_params().clone()
+        if request.grad is not None:
+            self._apply(request.grad)
+        if request.restore and self.best is not None:
+            self._set_params(self.best)
+        reply = StepReply()
+        self._pending, self.pending_rows = None, None
+        if request.rows is not None:
+            self.module.train()
+            self._pending = self.module(self._rows(request.rows))
+            self.pending_rows = request.rows
+            reply.embedding = self._pending.detach().numpy()
+        if request.eval_rows is not None:
+            self.module.eval()
+            with torch.no_grad():
+                reply.eval_embedding = self.module(self._rows(request.eval_rows)).numpy()
+        return reply
+
+    def _rows(self, rows: np.ndarray) -> torch.Tensor:
+        return self.X[torch.from_numpy(rows.astype(np.int64))]
+
+    def _apply(self, grad: np.ndarray) -> None:
+        if self.pending_rows is None:
+            raise RuntimeError("gradient received but no training rows are awaiting one")
+        if self._pending is None:  # state restored in a fresh process: rebuild the same graph
+            self._pending = self.module(self._rows(self.pending_rows))
+        if grad.shape != tuple(self._pending.shape):
+            raise RuntimeError(
+                f"gradient of shape {grad.shape} for embeddings of shape {tuple(self._pending.shape)}"
+            )
+        self.optimizer.zero_grad()
+        self._pending.backward(torch.from_numpy(grad))
+        self.optimizer.step()
+        self._pending = None
+        self.pending_rows = None
+
+    def _flat_params(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.module.parameters()])
+
+    @torch.no_grad()
+    def _set_params(self, flat: torch.Tensor) -> None:
+        offset = 0
+        for p in self.module.parameters():
+            p.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    # Flower may run a node's next message in another process (Ray actors), so the learning state must
+    # round-trip through plain arrays; the encoded rows do not (the holder re-reads its own table).
+    # Flat vectors keep that to a handful of arrays per message.
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Weights, Adam moments, best weights and pending rows as a few flat arrays."""
+        params = list(self.module.parameters())
+        out = {"weights": self._flat_params().numpy()}
+        if self.best is not None:
+            out["best"] = self.best.numpy()
+        if all(p in self.optimizer.state for p in params):
+            for name in self.optimizer.state[params[0]]:
+                out[f"adam.{name}"] = torch.cat(
+                    [self.optimizer.state[p][name].reshape(-1) for p in params]
+                ).numpy()
+        if self.pending_rows is not None:
+            out["pending_rows"] = np.asarray(self.pending_rows)
+        return out
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Inverse of `state_arrays` (on a freshly built `HolderBottom`)."""
+        params = list(self.module.parameters())
+        self._set_params(torch.from_numpy(np.array(arrays["weights"])))
+        self.best = torch.from_numpy(np.array(arrays["best"])) if "best" in arrays else None
+        for key, value in arrays.items():
+            if not key.startswith("adam."):
+                continue
+            flat, name = torch.from_numpy(np.array(value)), key[len("adam.") :]
+            per_param = name == "step"  # Adam's step count: one scalar per parameter
+            offset = 0
+            for p in params:
+                size = 1 if per_param else p.numel()
+                chunk = flat[offset : offset + size]
+                self.optimizer.state[p][name] = chunk.reshape(()) if per_param else chunk.view_as(p).clone()
+                offset += size
+        rows = arrays.get("pending_rows")
+        self.pending_rows = None if rows is None else np.array(rows)
+        self._pending = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The schedule both the twin and the federated coordinator follow
+
+
+class EarlyStopping:
+    """Validation-loss early stopping with the same rule as `fedrisk.models.training.train`."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.patience = cfg.patience
+        self.min_delta = cfg.min_delta
+        self.best_loss = float("inf")
+        self.best_epoch = 0
+        self.stale = 0
+
+    def update(self, epoch: int, val_loss: float) -> tuple[bool, bool]:
+        """Record one epoch; return ``(improved, stop)``."""
+        if val_loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch, self.stale = val_loss, epoch, 0
+            return True, False
+        self.stale += 1
+        return False, bool(self.patience and self.stale >= self.patience)
+
+
+def epoch_record(
+    epoch: int, train_loss: float, y_val: np.ndarray, val_logits: np.ndarray, **extra: float
+) -> dict:
+    """One history row: losses and the validation ranking metrics the report plots."""
+    val_logits = np.asarray(val_logits, dtype=np.float64)
+    both = 0 < y_val.sum() < len(y_val)
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": bce(y_val, val_logits),
+        "val_auc": float(roc_auc_score(y_val, val_logits)) if both else float("nan"),
+        "val_ks": ks_statistic(y_val, val_logits) if both else float("nan"),
+        **extra,
+    }
+
+
+@dataclass
+class Coverage:
+    """Which applicants a holder knows: ``pos[i]`` = row of applicant ``i`` in the holder's roster, or -1."""
+
+    pos: np.ndarray
+
+    def select(self, applicants: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Roster rows (int32) for ``applicants`` and their batch positions (None when all are covered)."""
+        sel = self.pos[applicants]
+        covered = sel >= 0
+        if covered.all():
+            return sel.astype(np.int32), None
+        where = np.flatnonzero(covered)
+        return sel[where].astype(np.int32), where
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The centralized twin: the same model and schedule on pooled rows, in one plain torch loop
+
+
+@dataclass
+class TwinResult:
+    """What `fit_twin` returns: the fitted model, per-epoch history and seconds in the training loop."""
+
+    model: SplitModel
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    best_epoch: int = 0
+
+
+def fit_twin(
+    model: SplitModel,
+    blocks: Mapping[str, np.ndarray],
+    coverage: Mapping[str, Coverage],
+    y: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    cfg: TrainConfig,
+    step_size: int,
+    seed: int,
+) -> TwinResult:
+    """Train the pooled split model with the batch order and stopping rule of the federated coordinator.
+
+    ``blocks[h]`` holds holder ``h``'s encoded rows in roster order; ``coverage[h]`` maps applicants to
+    them; ``train``/``val`` are applicant indices; ``y`` the labels of all applicants.
+    """
+    torch.set_num_threads(cfg.num_threads)
+    start = time.perf_counter()
+    X = {h: torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)) for h, b in blocks.items()}
+    yt = torch.from_numpy(y.astype(np.float32))
+    optimizer = make_optimizer(model, cfg)
+    loss_fn = nn.BCEWithLogitsLoss()
+    rng = np.random.default_rng(seed)
+    stopper = EarlyStopping(cfg)
+    best = copy.deepcopy(model.state_dict())
+    result = TwinResult(model)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        total = 0.0
+        for batch in epoch_batches(len(train), step_size, rng):
+            applicants = train[batch]
+            blocks_b, covered = _gather(X, coverage, applicants)
+            optimizer.zero_grad()
+            loss = loss_fn(model(blocks_b, covered, len(applicants)), yt[applicants])
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(applicants)
+        val_logits = predict_twin_logits(model, X, coverage, val)
+        result.history.append(epoch_record(epoch, total / len(train), y[val], val_logits))
+        improved, stop = stopper.update(epoch, result.history[-1]["val_loss"])
+        if improved:
+            best = copy.deepcopy(model.state_dict())
+        if stop:
+            break
+    model.load_state_dict(best)
+    result.best_epoch = stopper.best_epoch
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _gather(
+    X: Mapping[str, torch.Tensor], coverage: Mapping[str, Coverage], applicants: np.ndarray
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
+    blocks, covered = {}, {}
+    for h, cov in coverage.items():
+        rows, where = cov.select(applicants)
+        blocks[h] = X[h][torch.from_numpy(rows.astype(np.int64))]
+        covered[h] = None if where is None else torch.from_numpy(where)
+    return blocks, covered
+
+
+@torch.no_grad()
+def predict_twin_logits(
+    model: SplitModel, X: Mapping[str, torch.Tensor], coverage: Mapping[str, Coverage], applicants: np.ndarray
+) -> np.ndarray:
+    """Logits of the pooled model for applicant indices ``applicants``."""
+    model.eval()
+    blocks, covered = _gather(X, coverage, applicants)
+    return model(blocks, covered, len(applicants)).numpy()
