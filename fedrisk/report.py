@@ -116,7 +116,7 @@ def _ci_level(config: Mapping) -> float:
 
 
 def headline_scores(
-    directory: Path, point: str, seeds: Sequence[int], methods: Sequence[str]
+    directory: Path, point: str, seeds: Sequence[int]
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int | None, list[str]]:
     """Each method's (y, p) on the label holders' test sets for the first seed that has any method.
 
@@ -129,7 +129,7 @@ def headline_scores(
             continue
         scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         parties: list[str] = []
-        for method in _ordered([m for m in methods if m in done] + sorted(done - set(methods))):
+        for method in _ordered(sorted(done)):
             outcome = load_outcome(unit, method)
             keys = sorted(k for k in outcome.scores if k.split("/", 1)[1] == "test")
             if not keys:
@@ -238,7 +238,7 @@ def _draw_figures(
 ) -> list[str]:
     """Draw every figure that applies to this run; remove stale ones; return the files written."""
     topology = results.get("topology", "vertical")
-    scored, seed, parties = headline_scores(directory, point, results.get("seeds", []), methods)
+    scored, seed, parties = headline_scores(directory, point, results.get("seeds", []))
     if topology == "horizontal":
         subject = f"all banks' test sets pooled ({len(parties)} banks)"
     else:

@@ -115,15 +115,13 @@ def horizontal_dir(tmp_path_factory) -> Path:
 
 def _table_rows(markdown: str, heading: str) -> list[list[str]]:
     """The first pipe table after a heading, as lists of cells (header and separator dropped)."""
-    section = markdown.split(heading, 1)[1]
-    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
-    end = next((i for i, ln in enumerate(section.splitlines()) if ln.startswith("|")), 0)
+    lines = markdown.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     block = []
-    for ln in section.splitlines()[end:]:
-        if not ln.startswith("|"):
+    for line in lines[start:]:
+        if not line.startswith("|"):
             break
-        block.append([c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]])
-    assert lines, f"no table after {heading!r}"
+        block.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
     return block[2:]
 
 
