@@ -66,7 +66,8 @@ def bank_features(
     loan_amount = np.exp(11.8 + 0.9 * size + latent("loan_amount", 0.2 * fin + 0.15 * op + 0.3 * drift, 0.6))
     term_latent = latent("loan_term_months", 0.35 * fin, 1.0)
     loan_term = np.array([6.0, 12.0, 24.0, 36.0])[np.searchsorted([-0.7, 0.3, 1.1], term_latent)]
-    interest = np.clip(4.2 - 0.25 * size + latent("interest_rate", -0.5 * fin - 0.15 * op, 0.7), 2.8, 15.0)
+    # a floor near the loan prime rate plus a right-skewed risk premium
+    interest = 2.6 + np.exp(0.45 - 0.1 * size + 0.35 * latent("interest_rate", -0.5 * fin - 0.15 * op, 0.7))
     collateral = np.clip(0.7 + 0.3 * latent("collateral_ratio", 0.25 * fin, 1.0), 0.0, 2.0)
     relationship = np.minimum(age * 12.0, np.exp(3.0 + latent("relationship_months", 0.15 * fin, 0.7)))
     delinquency_rate = np.exp(-1.4 + latent("delinquencies_24m", -0.75 * fin - 0.15 * op + 0.2 * drift, 0.5))

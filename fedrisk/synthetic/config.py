@@ -168,7 +168,7 @@ class OutOfTimeKnobs(_Knobs):
         0.0,
         ge=0.0,
         le=1.0,
-        description="Drift strength: re-drawn share of sector shocks, macro downturn, feature shift.",
+        description="Drift strength: macro downturn, sector rotation and feature shift of the later cohort.",
     )
 
 

@@ -19,6 +19,9 @@ from scipy.special import ndtr, ndtri
 MACRO_DOWNTURN = 0.8
 """Sector-shock shift (SDs, adverse) of the out-of-time cohort at drift 1."""
 
+SECTOR_ROTATION = 0.5
+"""SD of the zero-mean change of each sector's shock in the out-of-time cohort at drift 1."""
+
 
 @dataclass
 class HiddenFactors:
@@ -36,19 +39,23 @@ class HiddenFactors:
 
 def draw_hidden_factors(n: int, correlation: np.ndarray, rng: np.random.Generator) -> HiddenFactors:
     """Correlated standard-normal factors (financial, operating, chain position) via a Cholesky factor."""
-    z = rng.standard_normal((n, 3)) @ np.linalg.cholesky(correlation).T
-    return HiddenFactors(financial=z[:, 0], operating=z[:, 1], chain_position=z[:, 2])
+    lower = np.linalg.cholesky(correlation)
+    e = [rng.standard_normal(n) for _ in range(3)]
+    z = [sum(lower[i, j] * e[j] for j in range(i + 1)) for i in range(3)]  # elementwise: no BLAS threads
+    return HiddenFactors(financial=z[0], operating=z[1], chain_position=z[2])
 
 
 def draw_sector_shocks(n_sectors: int, drift: float, rng: np.random.Generator) -> np.ndarray:
     """Sector shocks ``Z`` of shape ``(2, n_sectors)``: row 0 development cohort, row 1 out-of-time.
 
-    The later cohort re-draws a ``drift`` share of each shock's variance and shifts all sectors
-    ``drift * MACRO_DOWNTURN`` SDs towards a downturn.
+    The later cohort moves every sector ``drift * MACRO_DOWNTURN`` SDs towards a downturn and rotates
+    sectors by a zero-mean fresh shock of SD ``sqrt(drift) * SECTOR_ROTATION``: the macro shift is exactly
+    the knob's, whatever the sectors draw.
     """
     development = rng.standard_normal(n_sectors)
-    fresh = rng.standard_normal(n_sectors)
-    later = np.sqrt(1.0 - drift) * development + np.sqrt(drift) * fresh - drift * MACRO_DOWNTURN
+    rotation = rng.standard_normal(n_sectors)
+    rotation -= rotation.mean()
+    later = development - drift * MACRO_DOWNTURN + np.sqrt(drift) * SECTOR_ROTATION * rotation
     return np.vstack([development, later])
 
 

@@ -59,17 +59,26 @@ def make_uscc(
     entity_type = (
         np.ones(n, dtype=np.int64) if entity_type is None else np.asarray(entity_type, dtype=np.int64)
     )
-    values = np.empty((n, 17), dtype=np.int64)
-    values[:, 0] = 9
-    values[:, 1] = entity_type
-    values[:, 2:8] = _digits(np.asarray(region_codes, dtype=np.int64), 6)
-    body = _digits(np.asarray(org_serials, dtype=np.int64), 8)
-    values[:, 8:16] = body
-    org_check = (11 - (body @ ORG_CODE_WEIGHTS) % 11) % 11  # 10 is written 'X' (= 29 in the USCC alphabet)
-    values[:, 16] = np.where(org_check == 10, ALPHABET.index("X"), org_check)
     chars = np.empty((n, 18), dtype=np.uint8)
-    chars[:, :17] = _ALPHABET_BYTES[values]
-    chars[:, 17] = _ALPHABET_BYTES[uscc_check_values(values)]
+    weighted_sum = np.zeros(n, dtype=np.int64)
+
+    def put(position: int, values: np.ndarray) -> None:  # values are alphabet indices (< 31)
+        chars[:, position] = _ALPHABET_BYTES[values]
+        weighted_sum[:] += USCC_WEIGHTS[position] * values
+
+    put(0, np.full(n, 9, dtype=np.int64))
+    put(1, entity_type)
+    region = _digits(np.asarray(region_codes, dtype=np.int64), 6)
+    for i in range(6):  # loops over character positions, each vectorised over all firms
+        put(2 + i, region[:, i])
+    body = _digits(np.asarray(org_serials, dtype=np.int64), 8)
+    org_sum = np.zeros(n, dtype=np.int64)
+    for i in range(8):
+        put(8 + i, body[:, i])
+        org_sum += ORG_CODE_WEIGHTS[i] * body[:, i]
+    org_check = (11 - org_sum % 11) % 11  # 10 is written 'X' (= 29 in the USCC alphabet)
+    put(16, np.where(org_check == 10, ALPHABET.index("X"), org_check))
+    chars[:, 17] = _ALPHABET_BYTES[(31 - weighted_sum % 31) % 31]
     return chars.view("S18").ravel().astype("U18")
 
 

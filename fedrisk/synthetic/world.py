@@ -201,7 +201,7 @@ def generate_world(config: WorldConfig, seed: int) -> World:
             "in_tax": in_tax,
             "in_supply_chain": in_chain,
             "tier_to_core": graph.tier,
-            "n_buyers": graph.n_buyers,
+            "n_buyers": graph.n_buyers.astype(np.int64),
             "n_suppliers": graph.n_suppliers,
             "buyer_hhi": hhi,
         }
