@@ -1,0 +1,61 @@
+"""The runner's view of the two federated drivers: a `Setting` in, a `MethodOutcome` out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fedrisk.outcome import MethodOutcome
+
+
+def federated_vertical(config, setting, seed: int, workdir: Path, segments: dict[str, dict[str, np.ndarray]]) -> MethodOutcome:
+    """Vertical split learning after PSI alignment; the label holder keeps labels and the top model."""
+    from fedrisk.federation.vertical import run_vertical
+
+    holder = setting.label_holders[0]
+    vcfg = config.federation.vertical  # split-NN widths live here: bottoms and top differ from [model].hidden
+    outcome = run_vertical(
+        setting.parties,
+        holder,
+        setting.splits[holder],
+        config.model.kind,
+        config.training,
+        vcfg,
+        config.federation.backend,
+        workdir,
+        seed,
+    )
+    return outcome.to_method_outcome("federated", holder)
+
+
+def federated_horizontal(config, setting, seed: int, workdir: Path) -> MethodOutcome:
+    """Horizontal federation across banks with the configured Flower strategy, SecAgg+ and DP."""
+    from fedrisk.federation.horizontal import run_horizontal
+
+    outcome = run_horizontal(
+        setting.parties,
+        setting.splits,
+        config.model.kind,
+        config.training,
+        config.federation.horizontal,
+        config.federation.backend,
+        workdir,
+        seed,
+        hidden=tuple(config.model.hidden),
+        dropout=config.model.dropout,
+    )
+    cost = {
+        "wall_seconds": outcome.seconds,
+        "bytes_sent": outcome.bytes_sent,
+        "epsilon": outcome.epsilon,
+        "delta": outcome.delta,
+    }
+    return MethodOutcome(
+        "federated",
+        outcome.scores,
+        history=outcome.history,
+        cost=cost,
+        train_scores=outcome.train_scores,
+        extra={"privacy": outcome.privacy},
+    )
