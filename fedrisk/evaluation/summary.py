@@ -82,11 +82,22 @@ def summarize_point(
     per_seed = [_headline_sets(u, methods) for u in units]
     reps = bootstrap_ks_auc(per_seed, n_boot=n_boot) if n_boot > 0 else {}
 
+    cache: dict[tuple[int, str, str], dict[str, float]] = {}
+
+    def metrics_of(index: int, party: str, method: str) -> dict[str, float]:
+        key = (index, party, method)
+        if key not in cache:
+            cache[key] = credit_metrics(*per_seed[index][party][method], approval_rate)
+        return cache[key]
+
     def seed_values(method: str, metric: str, party: str | None = None) -> list[float]:
         values = []
-        for scored in per_seed:
-            chosen = [scored[party]] if party is not None and party in scored else scored.values()
-            per_party = [credit_metrics(*by[method])[metric] for by in chosen if method in by]
+        for index, scored in enumerate(per_seed):
+            if party is None:
+                chosen = list(scored)
+            else:
+                chosen = [party] if party in scored else []
+            per_party = [metrics_of(index, p, method)[metric] for p in chosen if method in scored[p]]
             values.append(float(np.mean(per_party)) if per_party else np.nan)
         return values
 
