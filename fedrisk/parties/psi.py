@@ -44,14 +44,14 @@ DEFAULT_FPR = 1e-9
 #: 2**63 (~9.223e18) the range wraps negative and the filter is garbage, so stay under this.
 GCS_HASH_RANGE_LIMIT = 9.2e18
 #: The GCS Golomb parameter is computed from ``1 - n_server / hash_range`` in doubles: once the mean gap
-#: nears 2**53 that is exactly 1.0 and compression fails (measured: 500 server ids, range 9.2e18). Keep
+#: nears 2**53 that is exactly 1.0 and compression fails (measured: 100 server ids, range 8.3e18). Keep
 #: the mean gap under 2**50 so the parameter is also accurate.
 GCS_MEAN_GAP_LIMIT = 2.0**50
 #: The GCS fpr is raised at most to this to satisfy both limits; beyond it the Bloom filter (no such
 #: limits, ~40% larger setup message, same speed) is used at the requested fpr.
 GCS_MAX_FPR = 1e-6
-#: Below this many items (summed over pairs) process start-up (~0.5-0.8 s) outweighs the parallel gain;
-#: measured with experiments/benchmarks/psi.py, see docs/psi.md.
+#: Below this many ids (summed over pairs) worker start-up (~0.5 s idle, ~2 s on a busy machine) outweighs
+#: the parallel gain; measured with experiments/benchmarks/psi.py, see docs/psi.md.
 PARALLEL_MIN_ITEMS = 20_000
 
 _STRUCTURES = {"gcs": psi.DataStructure.GCS, "bloom_filter": psi.DataStructure.BLOOM_FILTER}
@@ -74,7 +74,7 @@ class PsiTranscript:
     seconds : float
         Wall time of the run, all protocol steps.
     fpr : float
-        False-positive probability used for the whole query.
+        False-positive probability used for the whole query (`choose_fpr` gives the data structure).
     n_client, n_server : int
         Set sizes.
     """

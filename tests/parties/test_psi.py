@@ -32,21 +32,21 @@ def _random_ids(rng: np.random.Generator, n: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def world() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(20240611)
-    universe = _random_ids(rng, 6000)
-    bank = universe[:2500]
-    tax = rng.permutation(np.concatenate([bank[:2000], universe[2500:3000]]))  # 80% of the bank
-    chain = rng.permutation(np.concatenate([bank[1500:2300], universe[3000:3400]]))  # 32% of the bank
-    return {"bank": bank, "tax": tax, "supply_chain": chain, "stranger": universe[4000:4500]}
+    universe = _random_ids(rng, 2000)
+    bank = universe[:1000]
+    tax = rng.permutation(np.concatenate([bank[:800], universe[1000:1200]]))  # 80% of the bank
+    chain = rng.permutation(np.concatenate([bank[600:920], universe[1200:1350]]))  # 32% of the bank
+    return {"bank": bank, "tax": tax, "supply_chain": chain, "stranger": universe[1500:1700]}
 
 
 def test_intersection_is_true_overlap_in_client_order(world):
     got, transcript = private_intersection("bank", world["bank"], "tax", world["tax"])
     tax = set(world["tax"])
     expected = np.array([i for i in world["bank"] if i in tax], dtype=object)
-    assert len(expected) == 2000
+    assert len(expected) == 800
     np.testing.assert_array_equal(got, expected)
     assert transcript.client == "bank" and transcript.server == "tax"
-    assert (transcript.n_client, transcript.n_server) == (2500, 2500)
+    assert (transcript.n_client, transcript.n_server) == (1000, 1000)
     assert transcript.fpr == DEFAULT_FPR  # small sets keep the target
     assert transcript.seconds > 0
 
@@ -93,7 +93,7 @@ def test_parallel_and_serial_agree(world, monkeypatch):
 
 
 def test_shared_ids_are_shuffled_by_seed(world):
-    bank, partners = world["bank"][:800], {"tax": world["tax"]}
+    bank, partners = world["bank"][:500], {"tax": world["tax"]}
     a = align_parties("bank", bank, partners, seed=1).shared_ids["tax"]
     b = align_parties("bank", bank, partners, seed=1).shared_ids["tax"]
     c = align_parties("bank", bank, partners, seed=2).shared_ids["tax"]
