@@ -16,8 +16,8 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri
 
-MACRO_DOWNTURN = 0.8
-"""Sector-shock shift (SDs, adverse) of the out-of-time cohort at drift 1."""
+MACRO_DOWNTURN = 0.35
+"""Rise of every out-of-time firm's default threshold (probit units) at drift 1: the macro downturn."""
 
 SECTOR_ROTATION = 0.5
 """SD of the zero-mean change of each sector's shock in the out-of-time cohort at drift 1."""
@@ -48,14 +48,14 @@ def draw_hidden_factors(n: int, correlation: np.ndarray, rng: np.random.Generato
 def draw_sector_shocks(n_sectors: int, drift: float, rng: np.random.Generator) -> np.ndarray:
     """Sector shocks ``Z`` of shape ``(2, n_sectors)``: row 0 development cohort, row 1 out-of-time.
 
-    The later cohort moves every sector ``drift * MACRO_DOWNTURN`` SDs towards a downturn and rotates
-    sectors by a zero-mean fresh shock of SD ``sqrt(drift) * SECTOR_ROTATION``: the macro shift is exactly
-    the knob's, whatever the sectors draw.
+    The later cohort's sectors rotate by a zero-mean fresh shock of SD ``sqrt(drift) * SECTOR_ROTATION``
+    (some sectors recover, others sink); the economy-wide downturn is `MACRO_DOWNTURN`, applied to the
+    thresholds, so its size does not depend on the asset correlation or on the sectors' draw.
     """
     development = rng.standard_normal(n_sectors)
     rotation = rng.standard_normal(n_sectors)
     rotation -= rotation.mean()
-    later = development - drift * MACRO_DOWNTURN + np.sqrt(drift) * SECTOR_ROTATION * rotation
+    later = development + np.sqrt(drift) * SECTOR_ROTATION * rotation
     return np.vstack([development, later])
 
 

@@ -19,6 +19,7 @@ from fedrisk.synthetic.chain_view import CHAIN_NUMERIC_FEATURES, chain_features
 from fedrisk.synthetic.config import WorldConfig
 from fedrisk.synthetic.coverage import mask_missing, select_share
 from fedrisk.synthetic.factors import (
+    MACRO_DOWNTURN,
     calibrate_intercept,
     draw_defaults,
     draw_hidden_factors,
@@ -137,6 +138,7 @@ def generate_world(config: WorldConfig, seed: int) -> World:
         - chain_knobs.signal * chain_health
         + chain_knobs.concentration_risk * _zscore(hhi, ~traits.is_core)
         + config.banks.multi_head_risk * np.maximum(lending.n_lenders - 1, 0)
+        + MACRO_DOWNTURN * state.drift  # the out-of-time cohort's downturn (0 for development firms)
     )
     rho = config.asset_correlation
     development = cohort == 0
