@@ -48,7 +48,7 @@ def chain_features(
     def noisy(sd: float) -> np.ndarray:
         return noise * sd * rng.standard_normal(m)
 
-    exposure = graph.buyer_average(state.partner_distress(rng))[firms]
+    exposure = graph.buyer_average(state.partner_distress(noise, rng))[firms]
     receivable = np.exp(np.log(45.0) - 0.25 * buyers - 0.1 * position + 0.1 * drift + noisy(0.3))
     payable = np.exp(np.log(40.0) - 0.15 * position - 0.1 * fin + noisy(0.3))
     on_time = expit(2.0 + 0.5 * position + 0.2 * op + noisy(0.6))

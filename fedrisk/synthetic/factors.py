@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtr
 
 MACRO_DOWNTURN = 0.35
 """Rise of every out-of-time firm's default threshold (probit units) at drift 1: the macro downturn."""
@@ -73,19 +73,51 @@ def calibrate_intercept(risk: np.ndarray, shock: np.ndarray, rho: float, target:
     return brentq(excess, -15.0, 15.0, xtol=1e-7)
 
 
-def draw_defaults(
-    threshold: np.ndarray, shock: np.ndarray, rho: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Realised 12-month defaults: latent asset value below the PD threshold."""
+@dataclass
+class Outcome:
+    """Each firm's risk, PDs and realised 12-month default.
+
+    Parameters
+    ----------
+    risk : np.ndarray
+        Risk index (probit units, before the intercept).
+    shock : np.ndarray
+        The sector shock of the firm's sector and cohort.
+    threshold : np.ndarray
+        ``alpha + risk``: the firm defaults when its asset value falls below it.
+    pd : np.ndarray
+        Through-the-cycle PD ``Phi(threshold)``.
+    pd_pit : np.ndarray
+        Point-in-time PD given the realised sector shock (its mean over development firms is the target).
+    default : np.ndarray
+        Boolean realised default within 12 months.
+    """
+
+    risk: np.ndarray
+    shock: np.ndarray
+    threshold: np.ndarray
+    pd: np.ndarray
+    pd_pit: np.ndarray
+    default: np.ndarray
+
+
+def draw_outcome(
+    risk: np.ndarray,
+    shock: np.ndarray,
+    rho: float,
+    target: float,
+    calibrate_on: np.ndarray,
+    rng: np.random.Generator,
+) -> Outcome:
+    """Calibrate the intercept on the ``calibrate_on`` firms, then draw asset values and defaults."""
+    alpha = calibrate_intercept(risk[calibrate_on], shock[calibrate_on], rho, target)
+    threshold = alpha + risk
     asset = np.sqrt(rho) * shock + np.sqrt(1.0 - rho) * rng.standard_normal(len(threshold))
-    return asset < threshold
-
-
-def pd_from_threshold(threshold: np.ndarray) -> np.ndarray:
-    """Through-the-cycle PD of a probit threshold."""
-    return ndtr(threshold)
-
-
-def threshold_from_pd(pd_values: np.ndarray) -> np.ndarray:
-    """Probit threshold of a PD (the inverse of `pd_from_threshold`)."""
-    return ndtri(pd_values)
+    return Outcome(
+        risk=risk,
+        shock=shock,
+        threshold=threshold,
+        pd=ndtr(threshold),
+        pd_pit=point_in_time_pd(threshold, shock, rho),
+        default=asset < threshold,
+    )

@@ -120,15 +120,15 @@ def propagate_health(graph: TradingGraph, own_health: np.ndarray, contagion: flo
     has_buyers = graph.n_buyers > 0
     health = own_health
     for _ in range(steps - 1):
-        inherited = _standardise(shares @ health, has_buyers)
+        inherited = standardise(shares @ health, has_buyers)
         health = np.where(
             has_buyers, np.sqrt(1 - contagion) * own_health + np.sqrt(contagion) * inherited, health
         )
-    return _standardise(shares @ health, has_buyers)
+    return standardise(shares @ health, has_buyers)
 
 
-def _standardise(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """z-score ``values`` over ``mask``; entries outside the mask become 0."""
+def standardise(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """z-score ``values`` over ``mask``; entries outside the mask become 0 (the masked population's mean)."""
     out = np.zeros_like(values)
     if mask.any():
         chosen = values[mask]

@@ -28,6 +28,8 @@ class FirmState:
         Standardised health of the firm's buyers after contagion (0 for firms without buyers).
     chain_health : np.ndarray
         Supply-chain health: own chain position mixed with buyer health by the contagion knob.
+    cohort : np.ndarray
+        ``int8`` application cohort: 0 development, 1 out-of-time.
     drift : np.ndarray
         Feature drift in latent SDs per firm (the drift knob for out-of-time firms, 0 otherwise).
     """
@@ -37,13 +39,14 @@ class FirmState:
     graph: TradingGraph
     buyer_health: np.ndarray
     chain_health: np.ndarray
+    cohort: np.ndarray
     drift: np.ndarray
 
     @property
     def n_firms(self) -> int:
         return len(self.traits.firm_id)
 
-    def partner_distress(self, rng: np.random.Generator) -> np.ndarray:
-        """Share of each firm's orders currently overdue to its own suppliers: a noisy, pre-outcome distress signal."""
+    def partner_distress(self, noise: float, rng: np.random.Generator) -> np.ndarray:
+        """Share of each firm's orders currently overdue to its suppliers: a noisy, pre-outcome distress signal."""
         own = self.factors.composite()
-        return expit(-2.5 - 1.0 * own + 0.5 * rng.standard_normal(self.n_firms))
+        return expit(-2.5 - 1.0 * own + noise * 0.5 * rng.standard_normal(self.n_firms))

@@ -79,6 +79,10 @@ class Traits:
         youth = 0.12 * np.clip(np.log(3.0 / self.age_years), -1.5, 2.0)
         return sector + region + size + youth
 
+    def platform_affinity(self) -> np.ndarray:
+        """Log relative propensity of each firm's sector to trade on a supply-chain platform."""
+        return np.log(np.array([v[2] for v in SECTORS.values()]))[self.sector]
+
     def categorical(self, name: str) -> pd.Categorical:
         """A trait as a pandas Categorical with its full category list (stable across worlds and holders)."""
         names = {

@@ -8,6 +8,7 @@ Every component draws from its own child of ``SeedSequence(seed)``, so the same 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,18 +21,16 @@ from fedrisk.synthetic.config import WorldConfig
 from fedrisk.synthetic.coverage import mask_missing, select_share
 from fedrisk.synthetic.factors import (
     MACRO_DOWNTURN,
-    calibrate_intercept,
-    draw_defaults,
+    Outcome,
     draw_hidden_factors,
+    draw_outcome,
     draw_sector_shocks,
-    pd_from_threshold,
-    point_in_time_pd,
 )
-from fedrisk.synthetic.graph import TradingGraph, build_trading_graph, propagate_health
+from fedrisk.synthetic.graph import TradingGraph, build_trading_graph, propagate_health, standardise
 from fedrisk.synthetic.lending import Lending, draw_lending
 from fedrisk.synthetic.state import FirmState
 from fedrisk.synthetic.tax_view import TAX_NUMERIC_FEATURES, tax_features
-from fedrisk.synthetic.traits import REGION_TYPE_NAMES, SECTOR_NAMES, SECTORS, draw_traits
+from fedrisk.synthetic.traits import REGION_TYPE_NAMES, SECTOR_NAMES, draw_traits
 
 _STREAMS = (
     "traits",
@@ -85,100 +84,116 @@ class World:
 
 def generate_world(config: WorldConfig, seed: int) -> World:
     """Generate the world for ``config`` and ``seed`` (a pure function: same inputs, identical tables)."""
-    rngs = dict(
-        zip(
-            _STREAMS,
-            (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(_STREAMS))),
-            strict=True,
-        )
-    )
-    chain_knobs = config.supply_chain
-    n = config.n_firms
+    children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
+    rngs = {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children, strict=True)}
 
-    traits = draw_traits(n, chain_knobs.core_fraction, rngs["traits"])
-    factors = draw_hidden_factors(n, config.factors.matrix(), rngs["factors"])
-    own_health = factors.composite()
-    graph = build_trading_graph(
-        traits.is_core,
-        traits.size_class,
-        chain_knobs.mean_buyers,
-        chain_knobs.attractiveness_tail,
-        rngs["graph"],
-    )
-    buyer_health = propagate_health(graph, own_health, chain_knobs.contagion, chain_knobs.contagion_steps)
-    chain_health = (
-        np.sqrt(1 - chain_knobs.contagion) * factors.chain_position
-        + np.sqrt(chain_knobs.contagion) * buyer_health
-    )
-
-    applicant_weight = np.where(traits.is_core, -np.inf, 0.3 * traits.size_class)
-    applicant = select_share(applicant_weight, config.bank.coverage, rngs["lending"])
-    lending = draw_lending(
-        applicant,
-        factors.financial,
-        own_health,
-        [(traits.region_type, len(REGION_TYPE_NAMES)), (traits.sector, len(SECTOR_NAMES))],
-        config.n_banks,
-        config.banks,
-        rngs["lending"],
-    )
-
-    cohort = (rngs["cohort"].random(n) < config.out_of_time.fraction).astype(np.int8)
-    shocks = draw_sector_shocks(len(SECTOR_NAMES), config.out_of_time.drift, rngs["cohort"])
-    shock = shocks[cohort, traits.sector]
-    state = FirmState(
-        traits, factors, graph, buyer_health, chain_health, drift=config.out_of_time.drift * cohort
-    )
-
-    hhi = graph.buyer_hhi
-    risk = (
-        traits.base_risk()
-        - config.bank.signal * factors.financial
-        - config.tax.signal * factors.operating
-        - chain_knobs.signal * chain_health
-        + chain_knobs.concentration_risk * _zscore(hhi, ~traits.is_core)
-        + config.banks.multi_head_risk * np.maximum(lending.n_lenders - 1, 0)
-        + MACRO_DOWNTURN * state.drift  # the out-of-time cohort's downturn (0 for development firms)
-    )
-    rho = config.asset_correlation
-    development = cohort == 0
-    alpha = calibrate_intercept(risk[development], shock[development], rho, config.default_rate)
-    threshold = alpha + risk
-    default = draw_defaults(threshold, shock, rho, rngs["outcome"])
-
-    young = traits.age_years < 1.0  # the few firms the tax office misses are mostly newly registered
+    state, lending = _economy(config, rngs)
+    outcome = _outcome(config, state, lending, rngs)
+    young = state.traits.age_years < 1.0  # the few firms the tax office misses are mostly newly registered
     in_tax = select_share(np.where(young, -1.5, 0.0), config.tax.coverage, rngs["tax"])
-    platform_propensity = np.log(np.array([v[2] for v in SECTORS.values()])[traits.sector]) + 0.5 * np.log1p(
-        graph.n_buyers + graph.n_suppliers
+    platform_weight = state.traits.platform_affinity() + 0.5 * np.log1p(
+        state.graph.n_buyers + state.graph.n_suppliers
     )
-    in_chain = select_share(platform_propensity, chain_knobs.coverage, rngs["chain"])
+    in_chain = select_share(platform_weight, config.supply_chain.coverage, rngs["chain"])
 
-    parties = _bank_tables(config, state, lending, default, cohort, rngs)
+    parties = _bank_tables(config, state, lending, outcome.default, rngs)
     parties["tax"] = _partner_table(
         "tax",
         np.flatnonzero(in_tax),
-        state,
         lambda rows: tax_features(state, rows, config.tax.noise, rngs["tax"]),
         TAX_NUMERIC_FEATURES,
-        -factors.operating,
+        -state.factors.operating,
         config.tax.missing_rate,
+        state,
         config,
         rngs,
     )
     parties["supply_chain"] = _partner_table(
         "supply_chain",
         np.flatnonzero(in_chain),
-        state,
-        lambda rows: chain_features(state, rows, chain_knobs.noise, rngs["chain"]),
+        lambda rows: chain_features(state, rows, config.supply_chain.noise, rngs["chain"]),
         CHAIN_NUMERIC_FEATURES,
-        -chain_health,
-        chain_knobs.missing_rate,
+        -state.chain_health,
+        config.supply_chain.missing_rate,
+        state,
         config,
         rngs,
     )
+    coverage = {"is_applicant": lending.n_lenders > 0, "in_tax": in_tax, "in_supply_chain": in_chain}
+    return World(
+        config=config,
+        seed=seed,
+        parties=parties,
+        firms=_truth_table(config, state, lending, outcome, coverage),
+        lending=_lending_table(config, state, lending),
+        graph=state.graph,
+    )
 
-    bank_names = np.array(config.bank_names)
-    firms = pd.DataFrame(
+
+def _economy(config: WorldConfig, rngs: dict[str, np.random.Generator]) -> tuple[FirmState, Lending]:
+    """Firms, hidden factors, trading graph with contagion, cohorts, and who borrows where."""
+    chain = config.supply_chain
+    n = config.n_firms
+    traits = draw_traits(n, chain.core_fraction, rngs["traits"])
+    factors = draw_hidden_factors(n, config.factors.matrix(), rngs["factors"])
+    graph = build_trading_graph(
+        traits.is_core, traits.size_class, chain.mean_buyers, chain.attractiveness_tail, rngs["graph"]
+    )
+    buyer_health = propagate_health(graph, factors.composite(), chain.contagion, chain.contagion_steps)
+    chain_health = (
+        np.sqrt(1 - chain.contagion) * factors.chain_position + np.sqrt(chain.contagion) * buyer_health
+    )
+    cohort = (rngs["cohort"].random(n) < config.out_of_time.fraction).astype(np.int8)
+    state = FirmState(
+        traits, factors, graph, buyer_health, chain_health, cohort, config.out_of_time.drift * cohort
+    )
+
+    # core enterprises are not SME applicants; bigger SMEs borrow a little more often
+    applicant_weight = np.where(traits.is_core, -np.inf, 0.3 * traits.size_class)
+    applicant = select_share(applicant_weight, config.bank.coverage, rngs["lending"])
+    segments = [(traits.region_type, len(REGION_TYPE_NAMES)), (traits.sector, len(SECTOR_NAMES))]
+    lending = draw_lending(
+        applicant,
+        factors.financial,
+        factors.composite(),
+        segments,
+        config.n_banks,
+        config.banks,
+        rngs["lending"],
+    )
+    return state, lending
+
+
+def _outcome(
+    config: WorldConfig, state: FirmState, lending: Lending, rngs: dict[str, np.random.Generator]
+) -> Outcome:
+    """Risk index from traits and hidden factors, intercept calibrated on the development cohort, defaults."""
+    chain = config.supply_chain
+    factors = state.factors
+    not_core = ~state.traits.is_core
+    risk = (
+        state.traits.base_risk()
+        - config.bank.signal * factors.financial
+        - config.tax.signal * factors.operating
+        - chain.signal * state.chain_health
+        + chain.concentration_risk * standardise(state.graph.buyer_hhi, not_core)
+        + config.banks.multi_head_risk * np.maximum(lending.n_lenders - 1, 0)
+        + MACRO_DOWNTURN * state.drift  # the out-of-time cohort's downturn (0 for development firms)
+    )
+    shocks = draw_sector_shocks(len(SECTOR_NAMES), config.out_of_time.drift, rngs["cohort"])
+    shock = shocks[state.cohort, state.traits.sector]
+    development = state.cohort == 0
+    return draw_outcome(
+        risk, shock, config.asset_correlation, config.default_rate, development, rngs["outcome"]
+    )
+
+
+def _truth_table(
+    config: WorldConfig, state: FirmState, lending: Lending, outcome: Outcome, coverage: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """One row per firm: traits, hidden factors, PD and outcome, lending and coverage (never for training)."""
+    traits, graph = state.traits, state.graph
+    return pd.DataFrame(
         {
             "firm_id": traits.firm_id,
             **{
@@ -186,38 +201,39 @@ def generate_world(config: WorldConfig, seed: int) -> World:
             },
             "age_years": traits.age_years,
             "is_core": traits.is_core,
-            "financial_health": factors.financial,
-            "operating_health": factors.operating,
-            "chain_position": factors.chain_position,
-            "buyer_health": buyer_health,
-            "chain_health": chain_health,
-            "sector_shock": shock,
-            "risk_index": risk,
-            "pd": pd_from_threshold(threshold),
-            "pd_pit": point_in_time_pd(threshold, shock, rho),
-            "default_12m": default.astype(np.int8),
-            "cohort": cohort,
-            "is_applicant": applicant,
+            "financial_health": state.factors.financial,
+            "operating_health": state.factors.operating,
+            "chain_position": state.factors.chain_position,
+            "buyer_health": state.buyer_health,
+            "chain_health": state.chain_health,
+            "sector_shock": outcome.shock,
+            "risk_index": outcome.risk,
+            "pd": outcome.pd,
+            "pd_pit": outcome.pd_pit,
+            "default_12m": outcome.default.astype(np.int8),
+            "cohort": state.cohort,
             "n_banks": lending.n_lenders,
             "primary_bank": pd.Categorical.from_codes(lending.primary_bank(), categories=config.bank_names),
-            "in_tax": in_tax,
-            "in_supply_chain": in_chain,
+            **coverage,
             "tier_to_core": graph.tier,
             "n_buyers": graph.n_buyers.astype(np.int64),
             "n_suppliers": graph.n_suppliers,
-            "buyer_hhi": hhi,
+            "buyer_hhi": graph.buyer_hhi,
         }
     )
+
+
+def _lending_table(config: WorldConfig, state: FirmState, lending: Lending) -> pd.DataFrame:
+    """One row per (firm, bank) relationship; a firm's first relationship is its primary bank."""
     is_primary = np.ones(len(lending.firm), dtype=bool)
     is_primary[1:] = lending.firm[1:] != lending.firm[:-1]
-    lending_table = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "firm_id": traits.firm_id[lending.firm],
-            "bank": pd.Categorical.from_codes(lending.bank, categories=list(bank_names)),
+            "firm_id": state.traits.firm_id[lending.firm],
+            "bank": pd.Categorical.from_codes(lending.bank, categories=config.bank_names),
             "is_primary": is_primary,
         }
     )
-    return World(config=config, seed=seed, parties=parties, firms=firms, lending=lending_table, graph=graph)
 
 
 def _bank_tables(
@@ -225,7 +241,6 @@ def _bank_tables(
     state: FirmState,
     lending: Lending,
     default: np.ndarray,
-    cohort: np.ndarray,
     rngs: dict[str, np.random.Generator],
 ) -> dict[str, PartyTable]:
     """One labelled table per bank, each bank's rows in its own random order."""
@@ -256,7 +271,7 @@ def _bank_tables(
             ids=state.traits.firm_id[firms],
             features=features.iloc[rows].reset_index(drop=True),
             label=default[firms].astype(np.int8),
-            cohort=cohort[firms],
+            cohort=state.cohort[firms],
             meta={"role": "bank", "bank_index": b},
         )
     return tables
@@ -265,11 +280,11 @@ def _bank_tables(
 def _partner_table(
     name: str,
     firms: np.ndarray,
-    state: FirmState,
-    make_features,
+    make_features: Callable[[np.ndarray], pd.DataFrame],
     numeric_columns: list[str],
     badness: np.ndarray,
     missing_rate: float,
+    state: FirmState,
     config: WorldConfig,
     rngs: dict[str, np.random.Generator],
 ) -> PartyTable:
@@ -284,11 +299,3 @@ def _partner_table(
         rngs["missing"],
     )
     return PartyTable(name=name, ids=state.traits.firm_id[firms], features=features, meta={"role": name})
-
-
-def _zscore(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Standardise over ``mask``; entries outside it become 0."""
-    out = np.zeros_like(values, dtype=float)
-    chosen = values[mask]
-    out[mask] = (chosen - chosen.mean()) / max(chosen.std(), 1e-12)
-    return out
