@@ -140,3 +140,14 @@ def test_a_stronger_holder_signal_makes_its_hidden_factor_matter_more():
     auc_weak = roc_auc_score(weak["default_12m"], -weak["operating_health"])
     auc_strong = roc_auc_score(strong["default_12m"], -strong["operating_health"])
     assert auc_strong > auc_weak + 0.1
+
+
+def test_a_noisier_holder_measures_its_factor_less_well():
+    def utilisation_vs_health(noise: float) -> float:
+        world = generate_world(WorldConfig(n_firms=5_000, bank={"noise": noise, "missing_rate": 0.0}), seed=4)
+        bank = world.parties["bank"]
+        health = world.firms.set_index("firm_id").loc[bank.ids, "financial_health"].to_numpy()
+        return float(np.corrcoef(bank.features["credit_utilisation"], health)[0, 1])
+
+    assert utilisation_vs_health(0.3) < -0.6
+    assert utilisation_vs_health(3.0) > -0.3
