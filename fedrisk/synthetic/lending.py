@@ -84,13 +84,13 @@ def draw_lending(
 
     quintile = np.searchsorted(np.quantile(own_health, [0.2, 0.4, 0.6, 0.8]), own_health)
     segments = [*segments, (quintile, HEALTH_BUCKETS)]
-    log_pref = np.log(rng.dirichlet(np.full(n_banks, knobs.size_concentration)))[None, :]
+    log_pref = np.log(_floored(rng.dirichlet(np.full(n_banks, knobs.size_concentration))))[None, :]
     log_pref = np.repeat(log_pref, len(firms), axis=0)
     for codes, n_categories in segments:
         # (n_banks, n_categories) preferences; column-normalising keeps every segment served by some bank
-        pref = rng.dirichlet(np.full(n_categories, knobs.mix_concentration), size=n_banks)
+        pref = _floored(rng.dirichlet(np.full(n_categories, knobs.mix_concentration), size=n_banks))
         pref = pref / pref.sum(axis=0, keepdims=True)
-        log_pref += np.log(np.maximum(pref.T[codes[firms]], 1e-300))
+        log_pref += np.log(pref.T[codes[firms]])
     order = np.argsort(-(log_pref + rng.gumbel(size=log_pref.shape)), axis=1)
 
     p_multi = expit(logit(max(knobs.multi_head_rate, 1e-9)) - 0.8 * financial_health[firms])
@@ -101,3 +101,8 @@ def draw_lending(
 
     take = np.arange(n_banks)[None, :] < count[:, None]  # row-major: each firm's banks in preference order
     return Lending(firm=np.repeat(firms, count), bank=order[take], n_lenders=n_lenders)
+
+
+def _floored(weights: np.ndarray) -> np.ndarray:
+    """Dirichlet draws with a tiny floor: a very small concentration underflows to exact zeros."""
+    return np.maximum(weights, 1e-12)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from fedrisk.errors import FedriskError
 from fedrisk.parties.table import PartyTable
 from fedrisk.synthetic.bank_view import BANK_NUMERIC_FEATURES, bank_features
 from fedrisk.synthetic.chain_view import CHAIN_NUMERIC_FEATURES, chain_features
@@ -183,6 +184,8 @@ def _outcome(
     shocks = draw_sector_shocks(len(SECTOR_NAMES), config.out_of_time.drift, rngs["cohort"])
     shock = shocks[state.cohort, state.traits.sector]
     development = state.cohort == 0
+    if not development.any():  # a tiny world drew every firm into the later cohort
+        development = np.ones_like(development)
     return draw_outcome(
         risk, shock, config.asset_correlation, config.default_rate, development, rngs["outcome"]
     )
@@ -264,6 +267,12 @@ def _bank_tables(
     tables = {}
     for b, name in enumerate(config.bank_names):
         rows = np.flatnonzero(lending.bank == b)
+        if len(rows) == 0:
+            raise FedriskError(
+                "world.n_banks",
+                f"{name} drew no borrowers among {int((lending.n_lenders > 0).sum())} applicants",
+                "use fewer banks, more firms, or a larger world.banks.size_concentration",
+            )
         rows = rows[rngs["order"].permutation(len(rows))]
         firms = lending.firm[rows]
         tables[name] = PartyTable(

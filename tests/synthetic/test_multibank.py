@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
+import pytest
 
+from fedrisk.errors import FedriskError
 from fedrisk.synthetic import World, WorldConfig, generate_world
 
 
@@ -81,3 +85,18 @@ def test_bank_sizes_are_skewed_by_the_size_concentration():
         return float(np.std(sizes) / np.mean(sizes))
 
     assert size_cv(0.3) > size_cv(1e3) + 0.3
+
+
+def test_a_bank_left_without_borrowers_is_a_clear_user_error():
+    with pytest.raises(FedriskError, match="world.n_banks: bank_.* drew no borrowers"):
+        generate_world(WorldConfig(n_firms=100, n_banks=50), seed=1)
+
+
+def test_extreme_concentrations_still_give_valid_probabilities():
+    config = WorldConfig(
+        n_firms=3_000, n_banks=3, banks={"size_concentration": 0.01, "mix_concentration": 0.01}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no log(0) or 0/0 on the way
+        world = generate_world(config, seed=1)
+    assert sum(t.n_rows for t in _bank_tables(world)) >= world.firms["is_applicant"].sum()
