@@ -6,6 +6,8 @@ test applicants never reach the ClientApp) and answers three requests:
 - ``get_properties`` with ``task = "schema"``: its columns, levels and magnitude bounds
   (`fedrisk.federation.federated_stats.local_schema`);
 - ``fit`` with ``task = "stats"``: its preprocessing moments vector, weighted by its row count;
+- ``get_properties`` with ``task = "prep"``: the shared encoder, kept in the node's ``context.state``
+  (later messages name it by digest, so it crosses the wire once, not every round);
 - ``fit`` (training): local epochs of the shared training routine from the global model, FedProx's
   proximal term when the strategy sends ``proximal_mu``; ``evaluate``: loss, AUC and KS on its own
   validation rows.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.client import Client, ClientApp, NumPyClient
 from flwr.client.mod import LocalDpMod, adaptiveclipping_mod, fixedclipping_mod, secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable, Mod
@@ -46,8 +48,11 @@ VAL_FILE = "val.parquet"
 TASK_KEY = "task"
 SCHEMA_TASK = "schema"
 STATS_TASK = "stats"
+PREP_TASK = "prep"
 PREP_KEY = "prep"
+PREP_DIGEST_KEY = "prep_digest"
 SCHEMA_KEY = "schema"
+_STATE_RECORD = "fedrisk.horizontal"
 
 
 def bank_files(data_dir: str | Path) -> tuple[Path, Path]:
@@ -127,12 +132,24 @@ class BankClient(NumPyClient):
         Directory with the bank's ``train.parquet`` and ``val.parquet`` (fedrisk party tables).
     job : HorizontalJob
         Model, training and federation settings shared by every app of the run.
+    state : RecordDict
+        The node's persistent ``context.state`` (holds the shared encoder between messages).
     """
 
-    def __init__(self, name: str, data_dir: Path, job: HorizontalJob) -> None:
+    def __init__(self, name: str, data_dir: Path, job: HorizontalJob, state: RecordDict) -> None:
         self.name = name
         self.data_dir = Path(data_dir)
         self.job = job
+        self.state = state
+
+    def _prep(self, config: dict) -> FederatedPreprocessor:
+        record = self.state.config_records.get(_STATE_RECORD)
+        digest = str(config.get(PREP_DIGEST_KEY))
+        if record is None or record.get(PREP_DIGEST_KEY) != digest:
+            raise RuntimeError(
+                f"bank {self.name} has no shared encoder {digest}: the server skipped the prep step"
+            )
+        return FederatedPreprocessor.from_json(str(record[PREP_KEY]))
 
     def _train_table(self) -> PartyTable:
         return read_party_table(bank_files(self.data_dir)[0])
@@ -145,6 +162,12 @@ class BankClient(NumPyClient):
     def get_properties(self, config: dict) -> dict:
         if config.get(TASK_KEY) == SCHEMA_TASK:
             return {SCHEMA_KEY: json.dumps(local_schema(self._train_table().features))}
+        if config.get(TASK_KEY) == PREP_TASK:
+            prep = FederatedPreprocessor.from_json(str(config[PREP_KEY]))
+            self.state.config_records[_STATE_RECORD] = ConfigRecord(
+                {PREP_KEY: str(config[PREP_KEY]), PREP_DIGEST_KEY: prep.digest}
+            )
+            return {PREP_DIGEST_KEY: prep.digest}
         return {}
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
@@ -152,7 +175,7 @@ class BankClient(NumPyClient):
             table = self._train_table()
             return [local_moments(table.features, json.loads(str(config[SCHEMA_KEY])))], table.n_rows, {}
         torch.set_num_threads(self.job.train.num_threads)
-        prep = FederatedPreprocessor.from_json(str(config[PREP_KEY]))
+        prep = self._prep(config)
         rows = _encoded_rows(self.data_dir, prep)
         model = self._model(prep, parameters)
         cfg = self.job.train
@@ -191,7 +214,7 @@ class BankClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
         torch.set_num_threads(self.job.train.num_threads)
-        prep = FederatedPreprocessor.from_json(str(config[PREP_KEY]))
+        prep = self._prep(config)
         rows = _encoded_rows(self.data_dir, prep)
         logits = predict_logits(self._model(prep, parameters), rows.X_val)
         y = rows.y_val
@@ -204,7 +227,7 @@ class BankClient(NumPyClient):
 def _client_fn(context: Context) -> Client:
     party = resolve_party(context)
     job = HorizontalJob.from_run_config(context.run_config)
-    return BankClient(party.name, party.data_path, job).to_client()
+    return BankClient(party.name, party.data_path, job, context.state).to_client()
 
 
 def _training_only(mod: Mod) -> Mod:

@@ -214,7 +214,7 @@ class FederatedPreprocessor:
             values = (
                 features[column].astype(object).where(features[column].notna(), MISSING_LEVEL).astype(str)
             )
-            codes = pd.Categorical(values, categories=levels).codes
+            codes = pd.Index(levels).get_indexer(values)
             onehot = np.zeros((len(features), len(levels) + int(self.grouped.get(column, False))))
             known = codes >= 0
             onehot[np.nonzero(known)[0], codes[known]] = 1.0

@@ -4,7 +4,7 @@ The run has three phases, all through the (recorded) grid:
 
 1. schema query (legacy ``get_properties``) and merge -- `fedrisk.federation.federated_stats`;
 2. one statistics round: Flower's FedAvg of the banks' moment vectors, under ``SecAggPlusWorkflow``
-   when SecAgg+ is on, giving the shared `FederatedPreprocessor`;
+   when SecAgg+ is on, giving the shared `FederatedPreprocessor`, which is then sent to every bank once;
 3. training: ``DefaultWorkflow`` (SecAgg+ fit workflow if enabled) with the registry's strategy, wrapped
    in Flower's DP wrapper for the configured mode.
 
@@ -53,7 +53,9 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid, ServerApp
 
 from fedrisk.clients.horizontal import (
+    PREP_DIGEST_KEY,
     PREP_KEY,
+    PREP_TASK,
     SCHEMA_KEY,
     SCHEMA_TASK,
     STATS_TASK,
@@ -277,9 +279,9 @@ def _raise_on_error(replies: list[Message], kind: str) -> None:
             raise ClientFailure(f"node {node}", node, kind, reply.error.reason or "")
 
 
-def query_schemas(grid: Grid, node_ids: list[int]) -> dict[int, dict]:
-    """Phase 1: every bank's schema, through Flower's legacy ``get_properties`` message."""
-    ins = GetPropertiesIns({TASK_KEY: SCHEMA_TASK, KIND_KEY: "schema"})
+def _query(grid: Grid, node_ids: list[int], config: dict[str, Scalar], kind: str) -> dict[int, dict]:
+    """Send Flower's legacy ``get_properties`` to every bank; their properties by node."""
+    ins = GetPropertiesIns({**config, KIND_KEY: kind})
     messages = [
         Message(
             content=compat.getpropertiesins_to_recorddict(ins),
@@ -290,15 +292,26 @@ def query_schemas(grid: Grid, node_ids: list[int]) -> dict[int, dict]:
         for node_id in node_ids
     ]
     replies = list(grid.send_and_receive(messages))
-    _raise_on_error(replies, "schema")
+    _raise_on_error(replies, kind)
     if len(replies) != len(node_ids):
-        raise RuntimeError(f"{len(replies)} of {len(node_ids)} banks answered the schema query")
+        raise RuntimeError(f"{len(replies)} of {len(node_ids)} banks answered the {kind} query")
     return {
-        r.metadata.src_node_id: json.loads(
-            str(compat.recorddict_to_getpropertiesres(r.content).properties[SCHEMA_KEY])
-        )
-        for r in replies
+        r.metadata.src_node_id: compat.recorddict_to_getpropertiesres(r.content).properties for r in replies
     }
+
+
+def query_schemas(grid: Grid, node_ids: list[int]) -> dict[int, dict]:
+    """Phase 1: every bank's schema."""
+    replies = _query(grid, node_ids, {TASK_KEY: SCHEMA_TASK}, "schema")
+    return {node: json.loads(str(props[SCHEMA_KEY])) for node, props in replies.items()}
+
+
+def send_preprocessor(grid: Grid, node_ids: list[int], prep: FederatedPreprocessor) -> None:
+    """Give every bank the shared encoder once; training messages then name it by digest."""
+    replies = _query(grid, node_ids, {TASK_KEY: PREP_TASK, PREP_KEY: prep.to_json()}, "prep")
+    wrong = [node for node, props in replies.items() if props.get(PREP_DIGEST_KEY) != prep.digest]
+    if wrong:
+        raise RuntimeError(f"nodes {wrong} did not store the shared encoder")
 
 
 def run_stats_round(
@@ -343,13 +356,12 @@ def run_training(
 ) -> RoundRecorder:
     """Phase 3: ``DefaultWorkflow`` over the configured strategy (SecAgg+ fit workflow when enabled)."""
     hcfg = job.horizontal
-    prep_json = prep.to_json()
     strategy = build_strategy(
         job,
         n_banks,
         initial_weights(job, prep.n_features_out_),
-        on_fit_config_fn=lambda rnd: {PREP_KEY: prep_json, "round": rnd},
-        on_evaluate_config_fn=lambda rnd: {PREP_KEY: prep_json, "round": rnd},
+        on_fit_config_fn=lambda rnd: {PREP_DIGEST_KEY: prep.digest, "round": rnd},
+        on_evaluate_config_fn=lambda rnd: {PREP_DIGEST_KEY: prep.digest, "round": rnd},
     )
     recorder = RoundRecorder(strategy, grid, started)
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=hcfg.rounds), strategy=recorder)
@@ -384,6 +396,7 @@ def build_server_app() -> ServerApp:
         schema = merge_schemas({str(k): v for k, v in query_schemas(grid, node_ids).items()})
         pooled = run_stats_round(grid, context, job, schema, len(node_ids))
         prep = FederatedPreprocessor.from_moments(pooled, schema, job.horizontal.max_categories)
+        send_preprocessor(grid, node_ids, prep)
         log = getattr(grid, "log", None)
         stats_bytes = log.bytes_sent() if log is not None else None
         stats_seconds = time.perf_counter() - started

@@ -1,0 +1,133 @@
+"""Horizontal federation end to end (in-process): statistics, SecAgg+, DP, failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fedrisk  # noqa: F401
+from fedrisk.clients.horizontal import BankClient
+from fedrisk.federation.channel import ClientFailure
+from fedrisk.federation.horizontal import run_horizontal, shared_preprocessor
+from fedrisk.federation.horizontal_config import HorizontalConfig
+from fedrisk.federation.privacy import epsilon
+from fedrisk.models.config import TrainConfig
+from fedrisk.parties.splits import split_applicants
+from fedrisk.server.horizontal import load_round_models, secagg_error_bound
+from fedrisk.synthetic import WorldConfig, generate_world
+
+TRAIN = TrainConfig(lr=0.01, batch_size=256)
+
+
+@pytest.fixture(scope="module")
+def small():
+    world = generate_world(WorldConfig(n_banks=3, n_firms=6000), seed=3)
+    banks = {n: t for n, t in world.parties.items() if n.startswith("bank_")}
+    splits = {n: split_applicants(t, 0.3, 0.15, 3) for n, t in banks.items()}
+    return banks, splits
+
+
+def _run(small, tmp_path, name, backend="inprocess", **horizontal):
+    banks, splits = small
+    hcfg = HorizontalConfig(**{"rounds": 2, **horizontal})
+    return run_horizontal(banks, splits, "logistic", TRAIN, hcfg, backend, tmp_path / name, seed=7)
+
+
+def _scores(outcome) -> np.ndarray:
+    return np.concatenate([outcome.scores[k].p for k in sorted(outcome.scores)])
+
+
+@pytest.fixture(scope="module")
+def plain_dir(small, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("plain")
+    return _run(small, workdir, "run"), workdir / "run"
+
+
+@pytest.fixture(scope="module")
+def plain(plain_dir):
+    return plain_dir[0]
+
+
+def test_federated_statistics_equal_the_row_weighted_pool(small, plain):
+    banks, splits = small
+    reference = shared_preprocessor(banks, splits)
+    assert plain.preprocessor.feature_names_ == reference.feature_names_
+    np.testing.assert_allclose(plain.preprocessor.mean, reference.mean, rtol=1e-12)
+    np.testing.assert_allclose(plain.preprocessor.scale, reference.scale, rtol=1e-12)
+    # and they are the pooled statistics (checked here by pooling, which the federation never does)
+    train_rows = np.concatenate(
+        [
+            banks[n].features["interest_rate"].to_numpy()[np.isin(banks[n].ids, splits[n]["train"])]
+            for n in banks
+        ]
+    )
+    j = reference.numeric.index("interest_rate")
+    assert plain.preprocessor.mean[j] == pytest.approx(np.nanmean(train_rows), rel=1e-10)
+    assert plain.preprocessor.scale[j] == pytest.approx(np.nanstd(train_rows), rel=1e-10)
+
+
+def test_outcome_shape(small, plain):
+    banks, _ = small
+    assert set(plain.scores) == {f"{n}/test" for n in banks}
+    assert [r["round"] for r in plain.history] == [1, 2]
+    assert plain.bytes_sent >= plain.history[-1]["bytes_cumulative"] > plain.history[0]["bytes_cumulative"] > 0
+    assert plain.epsilon is None and plain.delta is None
+    assert all(np.isfinite(s.p).all() for s in plain.scores.values())
+
+
+def test_secagg_equals_plain_fedavg_up_to_quantisation(small, plain_dir, tmp_path):
+    plain, plain_workdir = plain_dir
+    secure = _run(
+        small, tmp_path, "secagg", secagg={"enabled": True, "num_shares": 3, "reconstruction_threshold": 2}
+    )
+    banks, splits = small
+    rows = [len(splits[n]["train"]) for n in banks]
+    max_weight = max(rows)
+    # round 1 starts from the same model: its aggregate differs only by SecAgg+'s quantisation
+    secure_r1 = load_round_models(tmp_path / "secagg" / "server")[1]
+    plain_r1 = load_round_models(plain_workdir / "server")[1]
+    largest = max(float(np.abs(a).max()) for a in plain_r1)
+    bound = secagg_error_bound([n / max_weight for n in rows], 8.0, 2**22, largest)
+    for a, b in zip(secure_r1, plain_r1, strict=True):
+        assert np.abs(a - b).max() <= bound
+    # after two rounds the scores agree to well under a basis point of PD
+    np.testing.assert_allclose(_scores(secure), _scores(plain), atol=1e-4)
+    assert secure.bytes_sent > plain.bytes_sent  # the protocol's four stages cost bytes
+
+
+def test_infinite_epsilon_reproduces_the_non_dp_run(small, plain, tmp_path):
+    off = _run(small, tmp_path, "inf", dp={"mode": "server-fixed", "target_epsilon": "inf"})
+    np.testing.assert_array_equal(_scores(off), _scores(plain))
+    assert off.epsilon is None
+
+
+@pytest.mark.parametrize(
+    "dp",
+    [
+        {"mode": "server-fixed", "noise_multiplier": 1.0, "clipping_norm": 0.5},
+        {"mode": "client-adaptive", "noise_multiplier": 0.2, "clipped_count_stddev": 1.0},
+        {"mode": "local", "target_epsilon": 20.0},
+    ],
+)
+def test_dp_runs_report_the_accountants_epsilon(small, plain, tmp_path, dp):
+    out = _run(small, tmp_path, dp["mode"], dp=dp)
+    z = out.privacy["noise_multiplier"]
+    assert out.epsilon == pytest.approx(epsilon(z, 2, 1.0, 1e-5))
+    assert out.delta == 1e-5
+    assert all(r["train_loss"] is None for r in out.history)  # no unnoised per-bank metrics under DP
+    assert not np.allclose(_scores(out), _scores(plain), atol=1e-3)  # the noise is really there
+
+
+def test_a_failing_client_fails_the_run_with_its_error(small, tmp_path, monkeypatch):
+    original = BankClient.fit
+
+    def flaky(self, parameters, config):
+        if self.name == "bank_2" and config.get("round") == 2:
+            raise ValueError("disk full at bank_2")
+        return original(self, parameters, config)
+
+    monkeypatch.setattr(BankClient, "fit", flaky)
+    with pytest.raises(ClientFailure) as info:
+        _run(small, tmp_path, "flaky")
+    assert info.value.party == "bank_2"
+    assert "disk full at bank_2" in str(info.value)
