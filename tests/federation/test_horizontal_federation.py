@@ -70,7 +70,9 @@ def test_outcome_shape(small, plain):
     banks, _ = small
     assert set(plain.scores) == {f"{n}/test" for n in banks}
     assert [r["round"] for r in plain.history] == [1, 2]
-    assert plain.bytes_sent >= plain.history[-1]["bytes_cumulative"] > plain.history[0]["bytes_cumulative"] > 0
+    assert (
+        plain.bytes_sent >= plain.history[-1]["bytes_cumulative"] > plain.history[0]["bytes_cumulative"] > 0
+    )
     assert plain.epsilon is None and plain.delta is None
     assert all(np.isfinite(s.p).all() for s in plain.scores.values())
 
@@ -131,3 +133,10 @@ def test_a_failing_client_fails_the_run_with_its_error(small, tmp_path, monkeypa
         _run(small, tmp_path, "flaky")
     assert info.value.party == "bank_2"
     assert "disk full at bank_2" in str(info.value)
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_the_same_apps(small, plain, tmp_path):
+    on_ray = _run(small, tmp_path, "ray", backend="ray")
+    # same apps, same seeds: only the order of floating-point sums may differ
+    np.testing.assert_allclose(_scores(on_ray), _scores(plain), atol=1e-5)
