@@ -235,7 +235,7 @@ class HolderBottom:
         return reply
 
     def _rows(self, rows: np.ndarray) -> torch.Tensor:
-        return self.X[torch.from_numpy(rows.astype(np.int64))]
+        return torch.index_select(self.X, 0, torch.from_numpy(rows.astype(np.int64)))
 
     def _apply(self, grad: np.ndarray) -> None:
         if self.pending_rows is None:
@@ -426,7 +426,7 @@ def _gather(
     blocks, covered = {}, {}
     for h, cov in coverage.items():
         rows, where = cov.select(applicants)
-        blocks[h] = X[h][torch.from_numpy(rows.astype(np.int64))]
+        blocks[h] = torch.index_select(X[h], 0, torch.from_numpy(rows.astype(np.int64)))
         covered[h] = None if where is None else torch.from_numpy(where)
     return blocks, covered
 

@@ -39,6 +39,7 @@ from fedrisk.clients.vertical import (
     decode_reply,
     encode_setup,
     encode_step,
+    from_array,
 )
 from fedrisk.errors import FedriskError
 from fedrisk.federation.nodes import party_nodes
@@ -236,7 +237,7 @@ class VerticalCoordinator:
         for partner, roster in self.plan.rosters.items():
             contents[partner] = encode_setup(roster, fit_rows=None)
         for h, content in self.link.exchange(SETUP, contents).items():
-            absent = content.array_records["arrays"]["absent"].numpy()
+            absent = from_array(content.array_records["arrays"]["absent"])
             if len(absent):
                 pos = self.coverage[h].pos
                 pos[np.isin(pos, absent)] = -1

@@ -18,6 +18,7 @@ import torch
 
 import fedrisk  # noqa: F401 - sets Flower's environment before flwr is imported
 from fedrisk.baselines import siloed_vertical
+from fedrisk.clients.vertical import from_array
 from fedrisk.errors import FedriskError
 from fedrisk.evaluation.metrics import ks_statistic
 from fedrisk.evaluation.uncertainty import bootstrap_ks_auc
@@ -52,7 +53,9 @@ def tap(monkeypatch: pytest.MonkeyPatch) -> Wire:
         if not message.has_content():
             return {}
         return {
-            f"{name}/{key}": arr.numpy() for name, rec in message.content.array_records.items() for key, arr in rec.items()
+            f"{name}/{key}": from_array(arr)
+            for name, rec in message.content.array_records.items()
+            for key, arr in rec.items()
         }
 
     def recording(self, messages, *, timeout=None):
@@ -60,11 +63,21 @@ def tap(monkeypatch: pytest.MonkeyPatch) -> Wire:
         replies = list(original(self, messages, timeout=timeout))
         for m in messages:
             wire.messages.append(
-                (self.server_name, self.name_of(m.metadata.dst_node_id), m.metadata.message_type, arrays_of(m))
+                (
+                    self.server_name,
+                    self.name_of(m.metadata.dst_node_id),
+                    m.metadata.message_type,
+                    arrays_of(m),
+                )
             )
         for r in replies:
             wire.messages.append(
-                (self.name_of(r.metadata.src_node_id), self.server_name, r.metadata.message_type, arrays_of(r))
+                (
+                    self.name_of(r.metadata.src_node_id),
+                    self.server_name,
+                    r.metadata.message_type,
+                    arrays_of(r),
+                )
             )
         return replies
 
@@ -139,13 +152,18 @@ def test_full_batch_mode_matches_the_twin(small_world, tmp_path):
 # What crosses the wire
 
 
-def _assert_no_raw_data_on_the_wire(wire: Wire, parties: Mapping[str, PartyTable], splits, max_width: int) -> None:
+def _assert_no_raw_data_on_the_wire(
+    wire: Wire, parties: Mapping[str, PartyTable], splits, max_width: int
+) -> None:
     """Fail on any raw feature block, raw column, label vector or id a partner does not hold."""
     raw_shapes = {(t.n_rows, t.features.shape[1]) for t in parties.values()}
     applicants = np.concatenate(list(splits.values()))
     bank = parties[LABEL_HOLDER]
     label_of = pd.Series(bank.label, index=bank.ids)
-    forbidden = [("bank labels", bank.label.astype(float)), ("applicant labels", label_of[applicants].to_numpy(float))]
+    forbidden = [
+        ("bank labels", bank.label.astype(float)),
+        ("applicant labels", label_of[applicants].to_numpy(float)),
+    ]
     for t in parties.values():
         for c in t.numeric_columns():
             forbidden.append((f"{t.name}.{c}", t.features[c].to_numpy(float)))
@@ -175,8 +193,18 @@ def test_the_leak_check_catches_labels_features_and_foreign_ids(small_world):
     bank, tax = parties["bank"], parties["tax"]
     leaks = [
         ("server", "tax", "train.vertical_step", {"arrays/grad": bank.label.astype(np.float32)}),
-        ("tax", "server", "train.vertical_step", {"arrays/embedding": tax.features.select_dtypes("number").to_numpy()}),
-        ("tax", "server", "train.vertical_step", {"arrays/embedding": tax.features[tax.numeric_columns()[0]].to_numpy()}),
+        (
+            "tax",
+            "server",
+            "train.vertical_step",
+            {"arrays/embedding": tax.features.select_dtypes("number").to_numpy()},
+        ),
+        (
+            "tax",
+            "server",
+            "train.vertical_step",
+            {"arrays/embedding": tax.features[tax.numeric_columns()[0]].to_numpy()},
+        ),
         ("server", "tax", "query.vertical_setup", {"arrays/ids": bank.ids.astype(str)}),
     ]
     for leak in leaks:
@@ -187,9 +215,15 @@ def test_the_leak_check_catches_labels_features_and_foreign_ids(small_world):
 def test_psi_finds_exactly_the_true_overlap(small_world, tap, tmp_path):
     parties, splits = small_world
     cfg = TrainConfig(epochs=1, batch_size=4096)
-    fed = run_vertical(parties, LABEL_HOLDER, splits, "logistic", cfg, VerticalConfig(), "inprocess", tmp_path, seed=0)
+    fed = run_vertical(
+        parties, LABEL_HOLDER, splits, "logistic", cfg, VerticalConfig(), "inprocess", tmp_path, seed=0
+    )
     applicants = np.concatenate(list(splits.values()))
-    rosters = {r: set(a["arrays/ids"].tolist()) for s, r, k, a in tap.messages if k == "query.vertical_setup" and s == "server"}
+    rosters = {
+        r: set(a["arrays/ids"].tolist())
+        for s, r, k, a in tap.messages
+        if k == "query.vertical_setup" and s == "server"
+    }
     for partner in ("tax", "supply_chain"):
         truth = set(applicants) & set(parties[partner].ids)
         assert rosters[partner] == truth
@@ -210,7 +244,15 @@ def test_no_overlap_names_both_parties(small_world, tmp_path):
     stranger = PartyTable("tax", np.array([f"X{i}" for i in range(tax.n_rows)]), tax.features)
     with pytest.raises(FedriskError, match="bank.*tax"):
         run_vertical(
-            {**parties, "tax": stranger}, LABEL_HOLDER, splits, "logistic", FAST, VerticalConfig(), "inprocess", tmp_path, 0
+            {**parties, "tax": stranger},
+            LABEL_HOLDER,
+            splits,
+            "logistic",
+            FAST,
+            VerticalConfig(),
+            "inprocess",
+            tmp_path,
+            0,
         )
 
 
@@ -231,7 +273,9 @@ def test_bad_input_reaching_the_driver_is_a_fedrisk_error(small_world, tmp_path,
     else:
         kind = "forest"
     for driver in (
-        lambda: run_vertical(parties, LABEL_HOLDER, splits, kind, FAST, VerticalConfig(), "inprocess", tmp_path, 0),
+        lambda: run_vertical(
+            parties, LABEL_HOLDER, splits, kind, FAST, VerticalConfig(), "inprocess", tmp_path, 0
+        ),
         lambda: train_centralized_twin(parties, LABEL_HOLDER, splits, kind, FAST, VerticalConfig(), 0),
     ):
         with pytest.raises(FedriskError):
@@ -258,7 +302,11 @@ def test_holder_state_round_trip_continues_identically():
                 holder = HolderBottom(make_bottom("mlp", 6, "tax", seed=1, embedding_dim=4), X, cfg)
                 holder.load_state_arrays(arrays)
             grad = grads[i - 1] if i else None
-            out = holder.step(StepRequest(snapshot=i == 2, grad=grad, rows=req.rows, eval_rows=np.arange(50, dtype=np.int32)))
+            out = holder.step(
+                StepRequest(
+                    snapshot=i == 2, grad=grad, rows=req.rows, eval_rows=np.arange(50, dtype=np.int32)
+                )
+            )
         final = holder.step(StepRequest(grad=grads[3], restore=True, eval_rows=np.arange(50, dtype=np.int32)))
         return np.concatenate([out.eval_embedding.ravel(), final.eval_embedding.ravel()])
 
@@ -291,10 +339,14 @@ def test_federated_beats_the_bank_alone_on_a_default_world(tmp_path, monkeypatch
     world = generate_world(WorldConfig(), seed=0)
     splits = split_applicants(world.parties[LABEL_HOLDER], 0.5, 0.15, seed=0)
     cfg = TrainConfig()
-    fed = run_vertical(world.parties, LABEL_HOLDER, splits, "logistic", cfg, VerticalConfig(), "inprocess", tmp_path, 0)
+    fed = run_vertical(
+        world.parties, LABEL_HOLDER, splits, "logistic", cfg, VerticalConfig(), "inprocess", tmp_path, 0
+    )
     alone = siloed_vertical(world.parties[LABEL_HOLDER], splits, ModelConfig(kind="logistic"), cfg, seed=0)
     f, s = fed.scores["test"], alone.scores[f"{LABEL_HOLDER}/test"]
     assert np.array_equal(f.ids, s.ids)
-    replicates = bootstrap_ks_auc([{LABEL_HOLDER: {"federated": (f.y, f.p), "siloed": (s.y, s.p)}}], n_boot=400)
+    replicates = bootstrap_ks_auc(
+        [{LABEL_HOLDER: {"federated": (f.y, f.p), "siloed": (s.y, s.p)}}], n_boot=400
+    )
     low, high = np.percentile(replicates["ks:federated"] - replicates["ks:siloed"], [2.5, 97.5])
     assert low > 0, f"KS gain CI [{low:.3f}, {high:.3f}] includes zero"
