@@ -202,12 +202,19 @@ def run_horizontal(
             pos = _positions(bank, ids)
             p = predict_proba(model, prep.transform(bank.features.iloc[pos]))
             scores[f"{name}/{split}"] = ScoredSet(np.asarray(ids), bank.label[pos], p)
+    train_scores = np.concatenate(
+        [
+            predict_proba(model, prep.transform(bank.features.iloc[_positions(bank, splits[name]["train"])]))
+            for name, bank in banks.items()
+        ]
+    )
     seconds = time.perf_counter() - started
     bytes_sent = int(marker.get("bytes", 0))
     return HorizontalOutcome(
         method="federated",
         scores=scores,
         history=history["rounds"],
+        train_scores=train_scores,
         cost={
             "wall_seconds": seconds,
             "bytes_sent": bytes_sent,
