@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,12 +255,17 @@ def local_dp_epsilon_argument(noise_multiplier: float, delta: float) -> float:
     return float(np.sqrt(2.0 * np.log(1.25 / delta)) / noise_multiplier)
 
 
-def build_client_app(job: HorizontalJob) -> ClientApp:
-    """The banks' ClientApp with the mods the job asks for (SecAgg+ outermost, DP innermost)."""
+def build_client_app(job: HorizontalJob, extra_mods: Sequence[Mod] = ()) -> ClientApp:
+    """The banks' ClientApp with the mods the job asks for (SecAgg+ outermost, DP innermost).
+
+    ``extra_mods`` (e.g. the robustness audit's poisoning mod) sit inside SecAgg+ and outside the DP
+    mods: they see a bank's plaintext update after its own clipping, as a malicious bank would.
+    """
     mods: list[Mod] = []
     hcfg = job.horizontal
     if hcfg.secagg.enabled:
         mods.append(secaggplus_mod)
+    mods.extend(extra_mods)
     if hcfg.dp.active:
         if hcfg.dp.mode == "client-fixed":
             mods.append(_training_only(fixedclipping_mod))

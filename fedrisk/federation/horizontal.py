@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from flwr.clientapp.typing import Mod
 
 from fedrisk.clients.horizontal import bank_files, build_client_app, set_weights
 from fedrisk.errors import FedriskError
@@ -136,6 +137,7 @@ def run_horizontal(
     *,
     hidden: Sequence[int] = (32, 16),
     dropout: float = 0.0,
+    client_mods: Sequence[Mod] = (),
 ) -> HorizontalOutcome:
     """Federate the banks with Flower and score each bank's held-out applicants with the global model.
 
@@ -156,6 +158,8 @@ def run_horizontal(
         Scratch directory (bank tables, the ServerApp's outputs, the message log).
     seed : int
         Model initialisation, local batch order, Flower's client sampling and DP noise.
+    client_mods : Sequence of Flower mods, optional
+        Extra client mods for every bank (the robustness audit's poisoning mod); see `build_client_app`.
     """
     started = time.perf_counter()
     _check_banks(banks, splits)
@@ -183,7 +187,7 @@ def run_horizontal(
     out_dir = workdir / SERVER_DIR
     run_federation(
         build_server_app(),
-        build_client_app(job),
+        build_client_app(job, client_mods),
         party_dirs,
         {"output-dir": str(out_dir), **job.to_run_config()},
         backend,  # type: ignore[arg-type]
