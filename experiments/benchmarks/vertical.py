@@ -4,7 +4,9 @@ Measures, on one synthetic world:
 
 - ``training``: seconds in the training loop of the federated run (every batch a recorded Flower round trip
   to three holders, in-process) and of the pooled twin (one plain torch loop, same model, same batches,
-  same early stopping), and their ``ratio``; both stop at the same epoch because they are the same model;
+  same early stopping), and their ``ratio``; both stop at the same epoch because they are the same model.
+  Runs alternate (twin, federated) ``--repeats`` times; ``ratio`` is the median of the per-pair ratios, so
+  load from other processes on a shared machine hits both sides of a pair alike;
 - ``alignment``: PSI seconds and bytes (openmined-psi, one run per partner, in parallel processes);
 - ``wire``: bytes per training epoch and in total, round trips.
 
@@ -30,6 +32,7 @@ from fedrisk.evaluation.metrics import ks_statistic
 from fedrisk.federation.vertical import run_vertical, train_centralized_twin
 from fedrisk.federation.vertical_config import VerticalConfig
 from fedrisk.models.config import TrainConfig
+from fedrisk.parties.psi import align_parties
 from fedrisk.parties.splits import split_applicants
 from fedrisk.synthetic import WorldConfig, generate_world
 
@@ -45,6 +48,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--epochs", type=int, default=100, help="maximum epochs (early stopping decides)")
     parser.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating (twin, federated) timing pairs")
     args = parser.parse_args()
 
     world = generate_world(WorldConfig(n_firms=args.firms), seed=args.seed)
@@ -56,13 +60,34 @@ def main() -> None:
     small = {k: v[:500] for k, v in splits.items()}
     train_centralized_twin(world.parties, "bank", small, "logistic", TrainConfig(epochs=1), vcfg, args.seed)
 
-    twin = train_centralized_twin(world.parties, "bank", splits, "logistic", cfg, vcfg, args.seed)
-    with tempfile.TemporaryDirectory() as workdir:
-        started = time.perf_counter()
-        fed = run_vertical(
-            world.parties, "bank", splits, "logistic", cfg, vcfg, args.backend, Path(workdir), args.seed
-        )
-        fed_wall = time.perf_counter() - started
+    applicants = np.concatenate(list(splits.values()))
+    partners = {name: t.ids for name, t in world.parties.items() if name != "bank"}
+    alignment = align_parties("bank", applicants, partners, parallel=vcfg.psi_parallel, seed=args.seed)
+
+    twins, feds, walls = [], [], []
+    for _ in range(args.repeats):
+        twins.append(train_centralized_twin(world.parties, "bank", splits, "logistic", cfg, vcfg, args.seed))
+        with tempfile.TemporaryDirectory() as workdir:
+            started = time.perf_counter()
+            feds.append(
+                run_vertical(
+                    world.parties,
+                    "bank",
+                    splits,
+                    "logistic",
+                    cfg,
+                    vcfg,
+                    args.backend,
+                    Path(workdir),
+                    args.seed,
+                    alignment,
+                )
+            )
+            walls.append(time.perf_counter() - started)
+    twin, fed = twins[-1], feds[-1]
+    fed_seconds = [f.train_seconds for f in feds]
+    twin_seconds = [t.train_seconds for t in twins]
+    ratios = [f / t for f, t in zip(fed_seconds, twin_seconds, strict=True)]
 
     by_kind = fed.messages["by_kind"]
     training_bytes = sum(by_kind.get(k, {}).get("bytes", 0) for k in TRAINING_KINDS)
@@ -85,9 +110,12 @@ def main() -> None:
             "backend": args.backend,
         },
         "training": {
-            "federated_seconds": fed.train_seconds,
-            "centralized_seconds": twin.train_seconds,
-            "ratio": fed.train_seconds / twin.train_seconds,
+            "federated_seconds": float(np.median(fed_seconds)),
+            "centralized_seconds": float(np.median(twin_seconds)),
+            "ratio": float(np.median(ratios)),
+            "federated_seconds_each": fed_seconds,
+            "centralized_seconds_each": twin_seconds,
+            "ratio_each": ratios,
             "epochs": epochs,
             "best_epoch": fed.best_epoch,
             "same_epochs_as_centralized": epochs == len(twin.history),
@@ -96,8 +124,9 @@ def main() -> None:
             "ks_centralized": ks_statistic(t.y, t.p),
         },
         "alignment": {
-            "psi_seconds": fed.psi_seconds,
+            "psi_seconds": alignment.seconds,
             "psi_bytes": fed.psi_bytes,
+            "psi_seconds_each_partner": {t.server: t.seconds for t in alignment.transcripts},
             "parallel": vcfg.psi_parallel,
         },
         "wire": {
@@ -107,7 +136,7 @@ def main() -> None:
             "round_trips": fed.round_trips,
             "by_kind": by_kind,
         },
-        "federated_wall_seconds": fed_wall,
+        "federated_wall_seconds_without_psi": float(np.median(walls)),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -33,7 +33,7 @@ from fedrisk.models.config import TrainConfig
 from fedrisk.models.split import Coverage, fit_twin, make_split_model, predict_twin_logits
 from fedrisk.outcome import MethodOutcome, ScoredSet
 from fedrisk.parties.preprocessing import HolderPreprocessor
-from fedrisk.parties.psi import align_parties
+from fedrisk.parties.psi import Alignment, align_parties
 from fedrisk.parties.table import PartyTable
 from fedrisk.server.vertical import HISTORY_FILE, LABEL_HOLDER_KEY, PLAN_KEY, RESULT_FILE, Plan
 from fedrisk.server.vertical import app as server_app
@@ -199,6 +199,7 @@ def run_vertical(
     backend: str,
     workdir: Path,
     seed: int,
+    alignment: Alignment | None = None,
 ) -> VerticalOutcome:
     """Align by PSI, then train the split model on Flower with one ClientApp per holder.
 
@@ -220,6 +221,9 @@ def run_vertical(
         Holder tables, the label holder's plan and the run's outputs go here.
     seed : int
         Seeds PSI list order, initialisation and batch order.
+    alignment : Alignment, optional
+        A PSI result for these applicants to reuse (e.g. several trainings on one world); its transcripts
+        are reported as this run's alignment cost. None runs PSI (`align_parties`).
 
     Returns
     -------
@@ -233,9 +237,16 @@ def run_vertical(
     started = time.perf_counter()
     applicants, labels, bounds = _check_inputs(parties, label_holder, splits, model_kind)
     partners = {name: table.ids for name, table in parties.items() if name != label_holder}
-    alignment = align_parties(
-        label_holder, applicants, partners, parallel=vcfg.psi_parallel, seed=seed, fpr=vcfg.psi_fpr
-    )
+    if alignment is None:
+        alignment = align_parties(
+            label_holder, applicants, partners, parallel=vcfg.psi_parallel, seed=seed, fpr=vcfg.psi_fpr
+        )
+    elif alignment.label_holder != label_holder or set(alignment.shared_ids) != set(partners):
+        raise FedriskError(
+            "alignment",
+            f"aligns {alignment.label_holder!r} with {sorted(alignment.shared_ids)}, not {label_holder!r} with {sorted(partners)}",
+            "align these parties (align_parties) or pass alignment=None",
+        )
     psi_log = MessageLog()
     for t in alignment.transcripts:
         psi_log.add_external(t.client, t.server, "psi.request", t.bytes_client_to_server)

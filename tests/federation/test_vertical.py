@@ -22,7 +22,6 @@ from fedrisk.clients.vertical import from_array
 from fedrisk.errors import FedriskError
 from fedrisk.evaluation.metrics import ks_statistic
 from fedrisk.evaluation.uncertainty import bootstrap_ks_auc
-from fedrisk.federation import vertical as vertical_driver
 from fedrisk.federation.channel import RecordingGrid
 from fedrisk.federation.vertical import run_vertical, train_centralized_twin
 from fedrisk.federation.vertical_config import VerticalConfig
@@ -130,7 +129,9 @@ def test_vertical_lr_matches_its_pooled_twin_and_sends_only_embeddings(small_wor
 def test_split_nn_matches_its_pooled_twin(small_world, tmp_path):
     parties, splits = small_world
     vcfg = VerticalConfig(psi_parallel=False, embedding_dim=3, bottom_hidden=[8], top_hidden=[8])
-    fed = run_vertical(parties, LABEL_HOLDER, splits, "mlp", FAST, vcfg, "inprocess", tmp_path, seed=5)
+    fed = run_vertical(
+        parties, LABEL_HOLDER, splits, "mlp", FAST, vcfg, "inprocess", tmp_path, 5, _aligned(parties, splits)
+    )
     twin = train_centralized_twin(parties, LABEL_HOLDER, splits, "mlp", FAST, vcfg, seed=5)
     assert abs(_ks(fed.scores["test"]) - _ks(twin.scores["test"])) <= 0.02
     np.testing.assert_allclose(fed.scores["test"].p, twin.scores["test"].p, atol=1e-4)
@@ -140,7 +141,18 @@ def test_full_batch_mode_matches_the_twin(small_world, tmp_path):
     parties, splits = small_world
     cfg = TrainConfig(epochs=15, lr=0.1, patience=0)
     vcfg = VerticalConfig(psi_parallel=False, full_batch=True)
-    fed = run_vertical(parties, LABEL_HOLDER, splits, "logistic", cfg, vcfg, "inprocess", tmp_path, seed=1)
+    fed = run_vertical(
+        parties,
+        LABEL_HOLDER,
+        splits,
+        "logistic",
+        cfg,
+        vcfg,
+        "inprocess",
+        tmp_path,
+        1,
+        _aligned(parties, splits),
+    )
     twin = train_centralized_twin(parties, LABEL_HOLDER, splits, "logistic", cfg, vcfg, seed=1)
     np.testing.assert_allclose(fed.scores["test"].p, twin.scores["test"].p, atol=1e-5)
     assert len(fed.history) == 15
@@ -282,6 +294,25 @@ def test_bad_input_reaching_the_driver_is_a_fedrisk_error(small_world, tmp_path,
             driver()
 
 
+def test_a_reused_alignment_must_be_of_these_parties(small_world, tmp_path):
+    parties, splits = small_world
+    applicants = np.concatenate(list(splits.values()))
+    only_tax = _plain_intersection(LABEL_HOLDER, applicants, {"tax": parties["tax"].ids})
+    with pytest.raises(FedriskError, match="supply_chain"):
+        run_vertical(
+            parties,
+            LABEL_HOLDER,
+            splits,
+            "logistic",
+            FAST,
+            VerticalConfig(),
+            "inprocess",
+            tmp_path,
+            0,
+            only_tax,
+        )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The holder's state survives a move to another process (what Flower's Ray engine does)
 
@@ -320,7 +351,9 @@ def test_holder_state_round_trip_continues_identically():
 # The point of it all
 
 
-def _plain_intersection(label_holder, label_ids, partners, *, parallel=True, seed=0, fpr=None, **_):
+def _plain_intersection(
+    label_holder: str, label_ids: np.ndarray, partners: Mapping[str, np.ndarray], seed: int = 0
+):
     """The intersection PSI computes, without the cryptography (PSI itself: test_psi_finds_exactly_...)."""
     shared = {}
     for name, ids in partners.items():
@@ -330,17 +363,35 @@ def _plain_intersection(label_holder, label_ids, partners, *, parallel=True, see
     return Alignment(label_holder, shared, [], 0.0)
 
 
-def test_federated_beats_the_bank_alone_on_a_default_world(tmp_path, monkeypatch):
+def _aligned(parties: Mapping[str, PartyTable], splits) -> Alignment:
+    applicants = np.concatenate(list(splits.values()))
+    return _plain_intersection(
+        LABEL_HOLDER, applicants, {n: t.ids for n, t in parties.items() if n != LABEL_HOLDER}
+    )
+
+
+def test_federated_beats_the_bank_alone_on_a_default_world(tmp_path):
     """Default world and training settings; KS gain over bank-only LR with a paired bootstrap CI > 0.
 
     A larger test share (0.5) than the runner's default gives the CI its power on one seed.
     """
-    monkeypatch.setattr(vertical_driver, "align_parties", _plain_intersection)
     world = generate_world(WorldConfig(), seed=0)
     splits = split_applicants(world.parties[LABEL_HOLDER], 0.5, 0.15, seed=0)
+    applicants = np.concatenate(list(splits.values()))
+    partners = {name: t.ids for name, t in world.parties.items() if name != LABEL_HOLDER}
+    aligned = _plain_intersection(LABEL_HOLDER, applicants, partners)
     cfg = TrainConfig()
     fed = run_vertical(
-        world.parties, LABEL_HOLDER, splits, "logistic", cfg, VerticalConfig(), "inprocess", tmp_path, 0
+        world.parties,
+        LABEL_HOLDER,
+        splits,
+        "logistic",
+        cfg,
+        VerticalConfig(),
+        "inprocess",
+        tmp_path,
+        0,
+        aligned,
     )
     alone = siloed_vertical(world.parties[LABEL_HOLDER], splits, ModelConfig(kind="logistic"), cfg, seed=0)
     f, s = fed.scores["test"], alone.scores[f"{LABEL_HOLDER}/test"]
