@@ -168,9 +168,14 @@ def centralized_horizontal(
             offset += len(pos)
         return pd.concat(frames, ignore_index=True), np.concatenate(labels), where
 
+    from fedrisk.federation.federated_stats import federated_preprocessor
+
     train_df, y_train, _ = rows_of("train")
     val_df, y_val, _ = rows_of("val")
-    prep = HolderPreprocessor().fit(train_df)
+    # the encoder the federated run agrees on (pooled moments): pooled and federated differ only in training
+    prep = federated_preprocessor(
+        {name: bank.features.iloc[_positions(bank, splits[name]["train"])] for name, bank in banks.items()}
+    )
     X = {"train": prep.transform(train_df), "val": prep.transform(val_df)}
     model, history, _ = _fit_and_score(X, {"train": y_train, "val": y_val}, model_cfg, train_cfg, seed)
     scores = {}

@@ -97,6 +97,9 @@ class RunnerConfig(_Section):
     """How the runner schedules work."""
 
     workers: int = Field(2, ge=1, le=64, description="Parallel worker processes for independent (point, seed) units.")
+    flower_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Level of Flower's own log (INFO prints every round of every federated run)."
+    )
 
 
 class ExperimentConfig(_Section):

@@ -179,9 +179,12 @@ def run_method(method: str, config: ExperimentConfig, setting: Setting, seed: in
 
 def run_unit(config: ExperimentConfig, point: str, seed: int, root: Path, methods: tuple[str, ...]) -> list[str]:
     """Run the unfinished methods of one (point, seed); returns the methods it ran."""
+    import logging
+
     import torch
 
     torch.set_num_threads(config.training.num_threads)
+    logging.getLogger("flwr").setLevel(config.runner.flower_log_level)
     directory = unit_dir(root, point, seed)
     todo = [m for m in methods if m not in finished_methods(directory)]
     if not todo:
