@@ -156,6 +156,7 @@ _CACHE_SIZE = 16
 
 
 def app_settings(context: Context) -> tuple[str, TrainConfig, VerticalConfig, int]:
+    """Model kind, training and vertical settings, seed: the same for every app of a run (run config)."""
     rc = context.run_config
     return (
         str(rc[MODEL_KIND_KEY]),
@@ -240,13 +241,7 @@ def setup(msg: Message, context: Context) -> Message:
     live = _live(context)
     _save(context, live)
     absent = np.flatnonzero(rows < 0).astype(np.int32)
-    reply = RecordDict(
-        {
-            _ARRAYS: _array_record({"absent": absent}),
-            _CONTROL: ConfigRecord({"n_features": int(live.bottom.X.shape[1])}),
-        }
-    )
-    return Message(reply, reply_to=msg)
+    return Message(RecordDict({_ARRAYS: _array_record({"absent": absent})}), reply_to=msg)
 
 
 @app.train("vertical_step")

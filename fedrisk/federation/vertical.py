@@ -279,14 +279,18 @@ def run_vertical(
     info = json.loads((out_dir / HISTORY_FILE).read_text())
     log = MessageLog([*psi_log.records, *MessageLog.from_jsonl(out_dir / MESSAGE_LOG_FILE).records])
     sets, coverage = _scored_sets(applicants, labels, bounds, scores, covered)
+    psi_bytes = psi_log.bytes_sent()
+    history = [
+        {**row, "bytes_sent": row["bytes_sent"] + psi_bytes} for row in info["history"]
+    ]  # PSI came first
     return VerticalOutcome(
         scores=sets,
         coverage=coverage,
-        history=info["history"],
+        history=history,
         messages=log.summary(),
         bytes_sent=log.bytes_sent(),
         psi_seconds=alignment.seconds,
-        psi_bytes=psi_log.bytes_sent(),
+        psi_bytes=psi_bytes,
         train_seconds=info["train_seconds"],
         wall_seconds=time.perf_counter() - started,
         train_scores=scores.get("train"),

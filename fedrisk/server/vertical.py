@@ -43,9 +43,12 @@ from fedrisk.clients.vertical import (
 )
 from fedrisk.errors import FedriskError
 from fedrisk.federation.nodes import party_nodes
+from fedrisk.federation.vertical_config import VerticalConfig
+from fedrisk.models.config import TrainConfig
 from fedrisk.models.split import (
     Coverage,
     EarlyStopping,
+    SplitKind,
     SplitTop,
     StepReply,
     StepRequest,
@@ -200,9 +203,9 @@ class VerticalCoordinator:
         nodes: Mapping[str, int],
         plan: Plan,
         label_holder: str,
-        kind,
-        train_cfg,
-        vcfg,
+        kind: SplitKind,
+        train_cfg: TrainConfig,
+        vcfg: VerticalConfig,
         seed: int,
     ) -> None:
         holders = [label_holder, *plan.rosters]
@@ -220,6 +223,7 @@ class VerticalCoordinator:
         self.vcfg = vcfg
         self.seed = seed
         self.top = SplitTop(kind, holders, label_holder, seed, vcfg.embedding_dim, vcfg.top_hidden)
+        self.best_top = copy.deepcopy(self.top.state_dict())
         self.y = torch.from_numpy(plan.labels.astype(np.float32))
         n = len(plan.applicants)
         self.coverage = {label_holder: Coverage(np.arange(n, dtype=np.int64))}
@@ -250,11 +254,31 @@ class VerticalCoordinator:
         return self.top(parts, cov, n)
 
     def fit(self) -> CoordinatorResult:
+        """Setup, train with early stopping, then score with the best weights."""
         torch.set_num_threads(self.cfg.num_threads)
         started = time.perf_counter()
         self.setup()
         setup_seconds = time.perf_counter() - started
-        start = time.perf_counter()
+        started = time.perf_counter()
+        history, stopper, snapshot = self._train()
+        train_seconds = time.perf_counter() - started
+        scores = self._score(snapshot)
+        return CoordinatorResult(
+            scores=scores,
+            covered={h: self.coverage[h].pos >= 0 for h in self.plan.rosters},
+            history=history,
+            train_seconds=train_seconds,
+            setup_seconds=setup_seconds,
+            round_trips=self.link.round_trips,
+            best_epoch=stopper.best_epoch,
+        )
+
+    def _train(self) -> tuple[list[dict], EarlyStopping, bool]:
+        """The epochs: one round trip per batch; validation rides on each epoch's first message.
+
+        Returns the history, the stopping state and whether the holders still have to snapshot their
+        current weights as the best (decided after the last message they received).
+        """
         cfg, holders = self.cfg, self.holders
         train, val = self.plan.indices("train"), self.plan.indices("val")
         step_size = self.vcfg.step_size(cfg.batch_size, len(train))
@@ -263,24 +287,25 @@ class VerticalCoordinator:
         loss_fn = nn.BCEWithLogitsLoss()
         rng = np.random.default_rng(self.seed)
         stopper = EarlyStopping(cfg)
-        best_top = copy.deepcopy(self.top.state_dict())
         history: list[dict] = []
         pending: dict[str, np.ndarray] = {}
-        snapshot, stop = False, False
+        snapshot = False
+        started = time.perf_counter()
 
         def end_epoch(epoch: int, train_loss: float, replies: Mapping[str, StepReply]) -> bool:
-            nonlocal best_top, snapshot
+            """Validation of the weights as they stood after ``epoch``; True = stop."""
+            nonlocal snapshot
             with torch.no_grad():
                 emb = {h: replies[h].eval_embedding for h in holders}
                 logits = self._logits(emb, {h: val_sel[h][1] for h in holders}, len(val)).numpy()
             row = epoch_record(
                 epoch, train_loss, self.plan.labels[val], logits,
-                bytes_sent=self._bytes(), seconds=time.perf_counter() - start,
+                bytes_sent=self._bytes(), seconds=time.perf_counter() - started,
             )  # fmt: skip
             history.append(row)
             improved, halt = stopper.update(epoch, row["val_loss"])
-            if improved:
-                best_top, snapshot = copy.deepcopy(self.top.state_dict()), True
+            if improved:  # the top now; the holders on their next message, before its gradient
+                self.best_top, snapshot = copy.deepcopy(self.top.state_dict()), True
             return halt
 
         train_loss = float("nan")
@@ -292,8 +317,8 @@ class VerticalCoordinator:
                 with_val = k == 0 and epoch > 1
                 requests = {
                     h: StepRequest(
-                        snapshot=snapshot,
-                        grad=pending.get(h),
+                        snapshot,
+                        pending.get(h),
                         rows=sel[h][0],
                         eval_rows=val_sel[h][0] if with_val else None,
                     )
@@ -302,8 +327,7 @@ class VerticalCoordinator:
                 replies = self.link.step(STEP, requests, "step+val" if with_val else "step")
                 snapshot, pending = False, {}
                 if with_val and end_epoch(epoch - 1, train_loss, replies):
-                    stop = True
-                    break
+                    return history, stopper, snapshot
                 parts = {h: torch.from_numpy(replies[h].embedding).requires_grad_() for h in holders}
                 cov = {h: None if sel[h][1] is None else torch.from_numpy(sel[h][1]) for h in holders}
                 optimizer.zero_grad()
@@ -312,44 +336,33 @@ class VerticalCoordinator:
                 optimizer.step()
                 pending = {h: parts[h].grad.numpy() for h in holders}
                 total += float(loss.detach()) * len(applicants)
-            if stop:
-                break
             train_loss = total / len(train)
-        if not stop:  # evaluate the last epoch
-            requests = {
-                h: StepRequest(snapshot=snapshot, grad=pending.get(h), eval_rows=val_sel[h][0])
-                for h in holders
-            }
-            snapshot = False
-            end_epoch(len(history) + 1, train_loss, self.link.step(STEP, requests, "val"))
-        train_seconds = time.perf_counter() - start
+        requests = {
+            h: StepRequest(snapshot=snapshot, grad=pending.get(h), eval_rows=val_sel[h][0]) for h in holders
+        }
+        snapshot = False
+        end_epoch(cfg.epochs, train_loss, self.link.step(STEP, requests, "val"))
+        return history, stopper, snapshot
 
-        # Score: the best weights on every holder and here; train applicants too (score stability metric)
-        self.top.load_state_dict(best_top)
+    def _score(self, snapshot: bool) -> dict[str, np.ndarray]:
+        """Probabilities for the training and test applicants, every holder on its best weights."""
+        self.top.load_state_dict(self.best_top)
         scored = ["train", *self.plan.test_splits]
         rows = np.concatenate([self.plan.indices(s) for s in scored])
-        sel = {h: self.coverage[h].select(rows) for h in holders}
-        requests = {h: StepRequest(snapshot=snapshot, restore=True, eval_rows=sel[h][0]) for h in holders}
+        sel = {h: self.coverage[h].select(rows) for h in self.holders}
+        requests = {
+            h: StepRequest(snapshot=snapshot, restore=True, eval_rows=sel[h][0]) for h in self.holders
+        }
         replies = self.link.step(SCORE, requests, "score")
         with torch.no_grad():
-            logits = self._logits(
-                {h: replies[h].eval_embedding for h in holders}, {h: sel[h][1] for h in holders}, len(rows)
-            )
+            emb = {h: replies[h].eval_embedding for h in self.holders}
+            logits = self._logits(emb, {h: sel[h][1] for h in self.holders}, len(rows))
         p = torch.sigmoid(logits.double()).numpy()
         scores, offset = {}, 0
         for s in scored:
             n = self.plan.splits[s][1] - self.plan.splits[s][0]
             scores[s], offset = p[offset : offset + n], offset + n
-        covered = {h: self.coverage[h].pos >= 0 for h in self.plan.rosters}
-        return CoordinatorResult(
-            scores=scores,
-            covered=covered,
-            history=history,
-            train_seconds=train_seconds,
-            setup_seconds=setup_seconds,
-            round_trips=self.link.round_trips,
-            best_epoch=stopper.best_epoch,
-        )
+        return scores
 
 
 def write_result(result: CoordinatorResult, out_dir: Path) -> None:

@@ -14,6 +14,7 @@ from fedrisk.federation.nodes import PARTY_QUERY
 from fedrisk.federation.vertical import run_vertical
 from fedrisk.federation.vertical_config import VerticalConfig
 from fedrisk.models.config import TrainConfig
+from fedrisk.parties.psi import align_parties
 from fedrisk.parties.splits import split_applicants
 from fedrisk.synthetic import WorldConfig, generate_world
 
@@ -24,9 +25,12 @@ def test_ray_backend_gives_the_in_process_result(tmp_path):
     splits = split_applicants(world.parties["bank"], 0.3, 0.15, seed=7)
     cfg = TrainConfig(epochs=3, batch_size=512, lr=0.05)
     vcfg = VerticalConfig(psi_parallel=False, embedding_dim=2, bottom_hidden=[4], top_hidden=[4])
+    applicants = np.concatenate(list(splits.values()))
+    partners = {name: t.ids for name, t in world.parties.items() if name != "bank"}
+    aligned = align_parties("bank", applicants, partners, parallel=False, seed=7)  # once: not under test here
     runs = {
         backend: run_vertical(
-            world.parties, "bank", splits, "mlp", cfg, vcfg, backend, tmp_path / backend, seed=7
+            world.parties, "bank", splits, "mlp", cfg, vcfg, backend, tmp_path / backend, 7, aligned
         )
         for backend in ("inprocess", "ray")
     }
