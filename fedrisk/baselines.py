@@ -91,43 +91,6 @@ def pooled_matrix(
     return np.hstack(blocks)
 
 
-def centralized_vertical(
-    parties: Mapping[str, PartyTable],
-    label_holder: str,
-    splits: Mapping[str, np.ndarray],
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
-    seed: int,
-    segments: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-) -> MethodOutcome:
-    """All holders' features pooled on the label holder's applicants (partners' gaps flagged)."""
-    start = time.perf_counter()
-    bank = parties[label_holder]
-    train_ids = splits["train"]
-    preps = {}
-    for name, table in parties.items():
-        pos = _positions(table, train_ids)
-        fit_rows = pos[pos >= 0] if name == label_holder or (pos >= 0).sum() > 50 else np.arange(table.n_rows)
-        preps[name] = HolderPreprocessor().fit(table.features.iloc[fit_rows])
-    X = {name: pooled_matrix(parties, label_holder, ids, preps) for name, ids in splits.items()}
-    y = {name: bank.label[_positions(bank, ids)] for name, ids in splits.items()}
-    model, history, _ = _fit_and_score(X, y, model_cfg, train_cfg, seed)
-    scores = {
-        f"{label_holder}/{name}": ScoredSet(
-            splits[name], y[name], predict_proba(model, X[name]), dict((segments or {}).get(name, {}))
-        )
-        for name in splits
-        if name not in ("train", "val")
-    }
-    return MethodOutcome(
-        "centralized",
-        scores,
-        history=history,
-        cost={"wall_seconds": time.perf_counter() - start, "bytes_sent": 0, "epsilon": None},
-        train_scores=predict_proba(model, X["train"]),
-    )
-
-
 def siloed_horizontal(
     banks: Mapping[str, PartyTable],
     splits: Mapping[str, Mapping[str, np.ndarray]],
@@ -194,3 +157,59 @@ def centralized_horizontal(
         cost={"wall_seconds": time.perf_counter() - start, "bytes_sent": 0, "epsilon": None},
         train_scores=predict_proba(model, X["train"]),
     )
+
+
+REFERENCE_MODELS = ("pooled_sklearn_lr", "pooled_hgb")
+"""Sanity rows on pooled data from scikit-learn (``[evaluation] reference_models = true``)."""
+
+
+def reference_model(
+    method: str,
+    parties: Mapping[str, PartyTable],
+    label_holders: list[str],
+    splits: Mapping[str, Mapping[str, np.ndarray]],
+    seed: int,
+) -> MethodOutcome:
+    """scikit-learn's LogisticRegression or HistGradientBoosting on the pooled join (an outside check)."""
+    start = time.perf_counter()
+    scores: dict[str, ScoredSet] = {}
+    if len(label_holders) == 1:  # vertical: join every holder onto the label holder's applicants
+        holder = label_holders[0]
+        bank = parties[holder]
+        split = splits[holder]
+        preps = {
+            name: HolderPreprocessor().fit(
+                table.features.iloc[_positions(bank, split["train"])] if name == holder else table.features
+            )
+            for name, table in parties.items()
+        }
+        X = {name: pooled_matrix(parties, holder, ids, preps) for name, ids in split.items()}
+        y = {name: bank.label[_positions(bank, ids)] for name, ids in split.items()}
+        model = _sklearn(method, seed).fit(X["train"], y["train"])
+        for name, ids in split.items():
+            if name not in ("train", "val"):
+                scores[f"{holder}/{name}"] = ScoredSet(ids, y[name], model.predict_proba(X[name])[:, 1])
+    else:  # horizontal: stack the banks' rows
+        frames = [parties[b].features.iloc[_positions(parties[b], splits[b]["train"])] for b in label_holders]
+        prep = HolderPreprocessor().fit(pd.concat(frames, ignore_index=True))
+        X_train = np.vstack([prep.transform(f) for f in frames])
+        y_train = np.concatenate([parties[b].label[_positions(parties[b], splits[b]["train"])] for b in label_holders])
+        model = _sklearn(method, seed).fit(X_train, y_train)
+        for b in label_holders:
+            for name, ids in splits[b].items():
+                if name not in ("train", "val"):
+                    pos = _positions(parties[b], ids)
+                    p = model.predict_proba(prep.transform(parties[b].features.iloc[pos]))[:, 1]
+                    scores[f"{b}/{name}"] = ScoredSet(ids, parties[b].label[pos], p)
+    return MethodOutcome(
+        method, scores, cost={"wall_seconds": time.perf_counter() - start, "bytes_sent": 0, "epsilon": None}
+    )
+
+
+def _sklearn(method: str, seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    if method == "pooled_sklearn_lr":
+        return LogisticRegression(max_iter=2000, C=1.0)
+    return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, early_stopping=True, random_state=seed)

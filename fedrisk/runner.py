@@ -161,11 +161,23 @@ def run_method(method: str, config: ExperimentConfig, setting: Setting, seed: in
         return baselines.siloed_horizontal(setting.parties, setting.splits, config.model, config.training, seed)
     if method == "centralized":
         if vertical:
-            segments = coverage_segments(setting)
-            return baselines.centralized_vertical(
-                setting.parties, holder, setting.splits[holder], config.model, config.training, seed, segments
+            # the federated model's pooled twin: same encoding, architecture, init, batches and stopping,
+            # so federated vs centralized isolates what federation itself costs
+            from fedrisk.federation.vertical import train_centralized_twin
+
+            twin = train_centralized_twin(
+                setting.parties,
+                holder,
+                setting.splits[holder],
+                config.model.kind,
+                config.training,
+                config.federation.vertical,
+                seed,
             )
+            return twin.to_method_outcome("centralized", holder)
         return baselines.centralized_horizontal(setting.parties, setting.splits, config.model, config.training, seed)
+    if method in baselines.REFERENCE_MODELS:
+        return baselines.reference_model(method, setting.parties, setting.label_holders, setting.splits, seed)
     if method == "federated":
         if vertical:
             from fedrisk.federation.adapters import federated_vertical
@@ -254,6 +266,10 @@ def run_experiment(
 ) -> dict:
     """Run (or resume) every unit, then write metrics.csv, history.csv and results.json."""
     start = time.perf_counter()
+    if config.evaluation.reference_models and methods == METHODS:
+        from fedrisk.baselines import REFERENCE_MODELS
+
+        methods = METHODS + REFERENCE_MODELS
     prepare_output(root, config, force)
     points = sweep_points(config, raw)
     jobs = [(point_label(a), a, cfg, seed) for a, cfg in points for seed in cfg.seeds]

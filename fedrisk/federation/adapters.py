@@ -9,12 +9,20 @@ import numpy as np
 from fedrisk.outcome import MethodOutcome
 
 
-def federated_vertical(config, setting, seed: int, workdir: Path, segments: dict[str, dict[str, np.ndarray]]) -> MethodOutcome:
-    """Vertical split learning after PSI alignment; the label holder keeps labels and the top model."""
+def federated_vertical(
+    config, setting, seed: int, workdir: Path, segments: dict[str, dict[str, np.ndarray]], backend=None
+) -> MethodOutcome:
+    """Vertical split learning after PSI alignment; the label holder keeps labels and the top model.
+
+    ``backend`` overrides ``config.federation.backend`` (e.g. a deployment `Engine`, `fedrisk.deploy`).
+    """
     from fedrisk.federation.vertical import run_vertical
 
     holder = setting.label_holders[0]
     vcfg = config.federation.vertical  # split-NN widths live here: bottoms and top differ from [model].hidden
+    if config.runner.workers > 1 and vcfg.psi_parallel:
+        # the runner already keeps both cores busy; parallel PSI on top would oversubscribe them
+        vcfg = vcfg.model_copy(update={"psi_parallel": False})
     outcome = run_vertical(
         setting.parties,
         holder,
@@ -22,15 +30,18 @@ def federated_vertical(config, setting, seed: int, workdir: Path, segments: dict
         config.model.kind,
         config.training,
         vcfg,
-        config.federation.backend,
+        config.federation.backend if backend is None else backend,
         workdir,
         seed,
     )
     return outcome.to_method_outcome("federated", holder)
 
 
-def federated_horizontal(config, setting, seed: int, workdir: Path) -> MethodOutcome:
-    """Horizontal federation across banks with the configured Flower strategy, SecAgg+ and DP."""
+def federated_horizontal(config, setting, seed: int, workdir: Path, backend=None) -> MethodOutcome:
+    """Horizontal federation across banks with the configured Flower strategy, SecAgg+ and DP.
+
+    ``backend`` overrides ``config.federation.backend`` (e.g. a deployment `Engine`, `fedrisk.deploy`).
+    """
     from fedrisk.federation.horizontal import run_horizontal
 
     outcome = run_horizontal(
@@ -39,7 +50,7 @@ def federated_horizontal(config, setting, seed: int, workdir: Path) -> MethodOut
         config.model.kind,
         config.training,
         config.federation.horizontal,
-        config.federation.backend,
+        config.federation.backend if backend is None else backend,
         workdir,
         seed,
         hidden=tuple(config.model.hidden),

@@ -95,3 +95,13 @@ def test_cli_bad_input_is_one_line_without_traceback(vertical_tables):
         [sys.executable, "-m", "fedrisk", "run", str(vertical_tables / "nope.toml")], capture_output=True, text=True, timeout=120
     )
     assert missing.returncode != 0 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_reference_models_add_sklearn_rows(vertical_tables):
+    cfg, raw = load_config(vertical_tables / "config.toml", ["evaluation.reference_models=true", "seeds=[0]"])
+    results = run_experiment(cfg, raw, vertical_tables / "ref", methods=("siloed", "pooled_sklearn_lr", "pooled_hgb"))
+    assert results["complete"]
+    ks = {m: results["methods"][m]["ks"]["mean"] for m in results["methods"]}
+    # scikit-learn's pooled LR sees the tax signal the bank lacks
+    assert ks["pooled_sklearn_lr"] > ks["siloed"] + 0.03
+    assert ks["pooled_hgb"] > ks["siloed"]
