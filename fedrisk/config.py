@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fedrisk.audit.config import AuditConfig
 from fedrisk.errors import FedriskError
 from fedrisk.federation.horizontal_config import HorizontalConfig
 from fedrisk.federation.vertical_config import VerticalConfig
@@ -119,6 +120,7 @@ class ExperimentConfig(_Section):
     federation: FederationConfig = Field(default_factory=FederationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="Grid to vary: dotted key -> list of values, e.g. 'world.supply_chain.coverage' = [0.2, 0.6].",

@@ -199,18 +199,33 @@ def run_unit(config: ExperimentConfig, point: str, seed: int, root: Path, method
     logging.getLogger("flwr").setLevel(config.runner.flower_log_level)
     directory = unit_dir(root, point, seed)
     todo = [m for m in methods if m not in finished_methods(directory)]
-    if not todo:
+    audits = [a for a in config.audit.enabled() if not (directory / f"audit_{a}.json").exists()]
+    if not todo and not audits:
         return []
     setting = build_setting(config, seed)
     for method in todo:
-        workdir = root / "work" / point / f"seed={seed}" / method
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True)
+        workdir = _fresh_workdir(root, point, seed, method)
         outcome = run_method(method, config, setting, seed, workdir)
         save_outcome(directory, outcome)
         shutil.rmtree(workdir, ignore_errors=True)
-    return todo
+    if audits:
+        from fedrisk.audit.runner import run_audit
+
+        outcomes = {m: load_outcome(directory, m) for m in finished_methods(directory)}
+        for name in audits:
+            workdir = _fresh_workdir(root, point, seed, f"audit_{name}")
+            result = run_audit(name, config, setting, seed, outcomes, workdir)
+            atomic_write_json(directory / f"audit_{name}.json", result)
+            shutil.rmtree(workdir, ignore_errors=True)
+    return todo + [f"audit:{a}" for a in audits]
+
+
+def _fresh_workdir(root: Path, point: str, seed: int, name: str) -> Path:
+    workdir = root / "work" / point / f"seed={seed}" / name
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    return workdir
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -308,9 +323,28 @@ def load_units(root: Path, points, methods: tuple[str, ...]) -> list[Unit]:
     return units
 
 
+def load_audits(root: Path, points, names: list[str]) -> dict[str, dict[str, dict]]:
+    """``{point: {audit: {"seed=<s>": result}}}`` for the audits that finished."""
+    out: dict[str, dict[str, dict]] = {}
+    for assignment, cfg in points:
+        label = point_label(assignment)
+        for seed in cfg.seeds:
+            for name in names:
+                path = unit_dir(root, label, seed) / f"audit_{name}.json"
+                if path.exists():
+                    out.setdefault(label, {}).setdefault(name, {})[f"seed={seed}"] = json.loads(path.read_text())
+    return out
+
+
 def finalize(root: Path, config: ExperimentConfig, points, methods: tuple[str, ...], session_seconds: float) -> dict:
     units = load_units(root, points, methods)
-    complete = all(set(methods) <= set(u.outcomes) for u in units)
+    audit_names = config.audit.enabled()
+    audits = load_audits(root, points, audit_names)
+    complete = all(set(methods) <= set(u.outcomes) for u in units) and all(
+        len(audits.get(point_label(a), {}).get(name, {})) == len(cfg.seeds)
+        for a, cfg in points
+        for name in audit_names
+    )
     rows = [row for u in units for row in metric_rows(u, config.evaluation.approval_rate)]
     atomic_write_bytes(root / "metrics.csv", pd.DataFrame(rows).to_csv(index=False).encode())
     history = [
@@ -342,6 +376,7 @@ def finalize(root: Path, config: ExperimentConfig, points, methods: tuple[str, .
         "parties": head["parties"],
         "cost": {**head["cost"], "session_wall_seconds": session_seconds},
         "sweep": sweep if config.sweep else [],
+        "audits": audits.get(head["point"], {}) if not config.sweep else audits,
         "finished": _now(),
         "complete": complete,
     }
