@@ -1,0 +1,504 @@
+"""Label leakage in vertical federation: what a passive holder learns of the bank's labels from its gradients.
+
+In split learning the label holder sends every holder d loss / d embedding for the rows of the last batch.
+For binary cross-entropy that gradient is ``(p - y) * d logit / d embedding``: its norm is large for the
+rare defaults the model still scores low, and its direction flips with the label. Li et al. turned this
+into two attacks a passive party can run on what it legitimately receives, and proposed perturbations:
+
+    O. Li, J. Sun, X. Yang, W. Gao, H. Zhang, J. Xie, V. Smith, C. Wang. "Label Leakage and Protection in
+    Two-party Split Learning". ICLR 2022 (arXiv:2102.08504).
+
+No maintained library ships these attacks or defences for a torch split model; they are a few lines each
+and are written here. The audit reproduces the passive party's exact view: the same split model pieces
+(`fedrisk.models.split`: `HolderBottom` on each holder's side, `SplitTop` on the label holder's), the same
+per-batch exchange as the Flower coordinator (`fedrisk.server.vertical`: embeddings up, gradients down,
+snapshot/restore for early stopping), run in one process with a tap on the gradients each partner gets,
+after the defence the label holder applies to them.
+
+Attacks (scored per batch, reported as leak AUC: 0.5 = nothing learned, 1 = labels recovered):
+
+* ``norm``: score a row by the L2 norm of its gradient (Li et al.'s norm scoring);
+* ``direction``: the partner knows one default in the batch and scores every other row by the cosine
+  between its gradient and that one's (Li et al.'s direction scoring).
+
+Defences (applied by the label holder to the gradients it returns to partners; its own bottom gets the
+exact gradient):
+
+* ``noise``: isotropic Gaussian noise (Li et al.'s isotropic baseline), per coordinate std
+  ``strength * max_j ||g_j|| / sqrt(d)`` over the batch, i.e. a noise vector about ``strength`` times the
+  batch's largest gradient norm long;
+* ``clip``: per-row norm clipping to the ``strength``-quantile of the batch's gradient norms (0 = every norm
+  cut to the smallest, which equalises norms but keeps directions);
+* ``max_norm``: Li et al.'s Max Norm heuristic: row ``j`` gets Gaussian noise with
+  ``E||g_j + eta_j||^2 = max_k ||g_k||^2`` (per-coordinate variance ``(max_k ||g_k||^2 - ||g_j||^2) / d``),
+  so every norm looks like the largest in expectation.
+
+The cost of a defence is the KS it loses: the defended model's test KS against the undefended one's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from fedrisk.evaluation.metrics import ks_statistic
+from fedrisk.federation.vertical_config import VerticalConfig
+from fedrisk.models.config import TrainConfig
+from fedrisk.models.split import (
+    Coverage,
+    EarlyStopping,
+    HolderBottom,
+    SplitTop,
+    StepRequest,
+    make_bottom,
+)
+from fedrisk.models.training import bce, epoch_batches, make_optimizer
+from fedrisk.parties.preprocessing import HolderPreprocessor
+from fedrisk.parties.table import PartyTable
+
+if TYPE_CHECKING:  # the runner and the config compose this module; importing them here would be circular
+    from fedrisk.config import ExperimentConfig
+    from fedrisk.runner import Setting
+
+__all__ = [
+    "DefenceSpec",
+    "LabelLeakageConfig",
+    "VerticalBlocks",
+    "apply_defence",
+    "direction_leak_auc",
+    "label_leakage_audit",
+    "norm_leak_auc",
+    "vertical_blocks",
+]
+
+DefenceKind = Literal["none", "noise", "clip", "max_norm"]
+
+
+class DefenceSpec(BaseModel):
+    """One gradient perturbation the label holder applies before sending gradients to partners."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: DefenceKind = Field(
+        "none", description="none | noise (isotropic Gaussian) | clip (norm clipping) | max_norm (Li et al.)."
+    )
+    strength: float = Field(
+        0.0,
+        ge=0.0,
+        description=(
+            "noise: noise norm in units of the batch's largest gradient norm; clip: quantile of the batch's "
+            "gradient norms to clip to (0 = the smallest, <= 1); ignored by none and max_norm."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _quantile(self) -> DefenceSpec:
+        if self.kind == "clip" and self.strength > 1.0:
+            raise ValueError(
+                f"clip strength is a quantile of the batch's norms, in [0, 1] (got {self.strength})"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.kind if self.kind in ("none", "max_norm") else f"{self.kind}={self.strength:g}"
+
+
+def _default_defences() -> list[DefenceSpec]:
+    return [
+        DefenceSpec(kind="none"),
+        DefenceSpec(kind="noise", strength=1.0),
+        DefenceSpec(kind="clip", strength=0.0),
+        DefenceSpec(kind="max_norm"),
+    ]
+
+
+class LabelLeakageConfig(BaseModel):
+    """The label-leakage audit of vertical federation (skipped for horizontal runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Run the label-leakage audit after each (point, seed).")
+    batch_size: int | None = Field(
+        None,
+        ge=2,
+        description="Applicants per gradient step of the audited run; empty = the federated run's own step size.",
+    )
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Training epochs of the audited run; empty = [training].epochs (early stopping applies).",
+    )
+    max_train_rows: int | None = Field(
+        None,
+        ge=100,
+        description="Cap on training applicants (a random subset) for a cheaper audit; empty = all.",
+    )
+    partners: list[str] | None = Field(
+        None, description="Passive holders to audit; empty = every partner in the run."
+    )
+    defences: list[DefenceSpec] = Field(
+        default_factory=_default_defences,
+        min_length=1,
+        description="Gradient perturbations to compare; 'none' is added first if missing (the KS reference).",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Encoded blocks, as the federated run and its pooled twin build them
+
+
+@dataclass
+class VerticalBlocks:
+    """Every holder's encoded rows for a list of applicants, in roster order, and the coverage maps.
+
+    ``blocks[h]`` holds holder ``h``'s rows for the applicants it knows, in applicant order (its roster);
+    ``coverage[h].pos[i]`` is applicant ``i``'s row in ``blocks[h]`` or -1.
+    """
+
+    blocks: dict[str, np.ndarray]
+    coverage: dict[str, Coverage]
+
+    @property
+    def n_features(self) -> dict[str, int]:
+        return {h: b.shape[1] for h, b in self.blocks.items()}
+
+
+def vertical_blocks(
+    parties: Mapping[str, PartyTable],
+    label_holder: str,
+    applicants: np.ndarray,
+    fit_applicants: np.ndarray,
+    partner_preps: Mapping[str, HolderPreprocessor] | None = None,
+) -> VerticalBlocks:
+    """Encode like `fedrisk.federation.vertical.train_centralized_twin`.
+
+    The label holder's preprocessing is fitted on ``fit_applicants`` (its training rows); a partner's on
+    its whole table (no labels involved), unless ``partner_preps`` gives it already fitted.
+    """
+    blocks, coverage = {}, {}
+    for name, table in parties.items():
+        pos = pd.Index(table.ids).get_indexer(applicants)
+        rows = pos[pos >= 0]
+        if name == label_holder:
+            fit_pos = pd.Index(table.ids).get_indexer(fit_applicants)
+            prep = HolderPreprocessor().fit(table.features.iloc[fit_pos])
+        elif partner_preps is not None and name in partner_preps:
+            prep = partner_preps[name]
+        else:
+            prep = HolderPreprocessor().fit(table.features)
+        blocks[name] = prep.transform(table.features.iloc[rows])
+        roster = np.full(len(applicants), -1, dtype=np.int64)
+        roster[pos >= 0] = np.arange(len(rows))
+        coverage[name] = Coverage(roster)
+    return VerticalBlocks(blocks, coverage)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Defences and attacks (Li et al. 2022)
+
+
+def _norms(g: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(g, axis=tuple(range(1, g.ndim)))
+
+
+def apply_defence(grad: np.ndarray, spec: DefenceSpec, rng: np.random.Generator) -> np.ndarray:
+    """The gradient rows ``(n, d)`` a partner receives under ``spec`` (see the module docstring)."""
+    if spec.kind == "none" or len(grad) == 0:
+        return grad
+    g = grad.astype(np.float64)
+    d = g.shape[1]
+    norms = _norms(g)
+    if spec.kind == "noise":
+        sigma = spec.strength * norms.max() / math.sqrt(d)
+        out = g + rng.normal(0.0, 1.0, g.shape) * sigma
+    elif spec.kind == "clip":
+        bound = np.quantile(norms, spec.strength)
+        out = g * np.minimum(1.0, bound / np.maximum(norms, 1e-30))[:, None]
+    elif spec.kind == "max_norm":
+        sigma = np.sqrt(np.maximum(norms.max() ** 2 - norms**2, 0.0) / d)
+        out = g + rng.normal(0.0, 1.0, g.shape) * sigma[:, None]
+    else:  # pragma: no cover - pydantic rejects other kinds
+        raise ValueError(f"unknown defence {spec.kind!r}")
+    return out.astype(grad.dtype)
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC AUC of one batch via the Mann-Whitney identity (ties count 1/2), None with one class only.
+
+    Thousands of per-batch AUCs: scikit-learn's `roc_auc_score` spends ~1 ms per call validating its
+    input, more than the training step; the rank identity gives the same number (checked in the tests).
+    """
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(score)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def norm_leak_auc(y: np.ndarray, grad: np.ndarray) -> float | None:
+    """Li et al.'s norm attack on one batch: AUC of ``||g_j||`` against the labels (None: one class)."""
+    return _auc(y, _norms(grad))
+
+
+def direction_leak_auc(y: np.ndarray, grad: np.ndarray, rng: np.random.Generator) -> float | None:
+    """Li et al.'s direction attack on one batch, the partner knowing one default (picked at random).
+
+    Every other row is scored by the cosine of its gradient with the known default's; None when the
+    batch lacks a second default or a non-default.
+    """
+    positives = np.flatnonzero(y == 1)
+    if len(positives) < 2 or (y == 0).sum() < 1:
+        return None
+    ref = rng.choice(positives)
+    g = grad.astype(np.float64)
+    norms = np.maximum(_norms(g), 1e-30)
+    cosine = g @ g[ref] / (norms * norms[ref])
+    keep = np.arange(len(y)) != ref
+    return _auc(y[keep], cosine[keep])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The split-learning run with a tap on what partners receive
+
+
+@dataclass
+class PartnerView:
+    """Per-batch leak AUCs of one passive holder over a run."""
+
+    norm: list[float] = field(default_factory=list)
+    direction: list[float] = field(default_factory=list)
+    norm_epoch: list[int] = field(default_factory=list)
+    rows: int = 0
+
+    def summary(self) -> dict:
+        first = [a for a, e in zip(self.norm, self.norm_epoch, strict=True) if e == 1]
+        return {
+            "norm_auc": _mean(self.norm),
+            "direction_auc": _mean(self.direction),
+            "norm_auc_first_epoch": _mean(first),
+            "batches_scored": len(self.norm),
+            "rows_seen": self.rows,
+        }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+@dataclass
+class TappedRun:
+    """What one audited run produced: the partners' views, the test scores and the training length."""
+
+    views: dict[str, PartnerView]
+    test_logits: np.ndarray
+    epochs_run: int
+    best_epoch: int
+
+
+def run_tapped_split(
+    data: VerticalBlocks,
+    labels: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    test: np.ndarray,
+    label_holder: str,
+    kind: str,
+    train_cfg: TrainConfig,
+    vcfg: VerticalConfig,
+    step_size: int,
+    seed: int,
+    defence: DefenceSpec,
+    audited: Sequence[str],
+) -> TappedRun:
+    """Split learning as the Flower coordinator runs it, in one process, scoring each partner's gradients.
+
+    ``train``/``val``/``test`` index ``labels`` and the applicants of ``data``. Per batch: every holder's
+    `HolderBottom` applies the gradient it was sent for its last rows and embeds the next; the label
+    holder's `SplitTop` computes the loss and the gradients w.r.t. each embedding; partners get theirs
+    through ``defence``; the attacks score what ``audited`` partners received against the true labels.
+    """
+    torch.set_num_threads(train_cfg.num_threads)
+    holders = [label_holder] + [h for h in data.blocks if h != label_holder]
+    bottoms = {
+        h: HolderBottom(
+            make_bottom(kind, data.blocks[h].shape[1], h, seed, vcfg.embedding_dim, vcfg.bottom_hidden),  # type: ignore[arg-type]
+            data.blocks[h],
+            train_cfg,
+        )
+        for h in holders
+    }
+    top = SplitTop(kind, holders, label_holder, seed, vcfg.embedding_dim, vcfg.top_hidden)  # type: ignore[arg-type]
+    optimizer = make_optimizer(top, train_cfg)
+    loss_fn = nn.BCEWithLogitsLoss()
+    y = torch.from_numpy(labels.astype(np.float32))
+    rng = np.random.default_rng(seed)  # the batch order: same stream as the coordinator's
+    noise_rng = np.random.default_rng([seed, 1])
+    attack_rng = np.random.default_rng([seed, 2])
+    stopper = EarlyStopping(train_cfg)
+    best_top = copy.deepcopy(top.state_dict())
+    views = {h: PartnerView() for h in audited}
+    pending: dict[str, np.ndarray] = {}
+
+    def logits_for(rows: np.ndarray) -> torch.Tensor:
+        sel = {h: data.coverage[h].select(rows) for h in holders}
+        emb = {
+            h: bottoms[h].step(StepRequest(grad=pending.pop(h, None), eval_rows=sel[h][0])) for h in holders
+        }
+        parts = {h: torch.from_numpy(emb[h].eval_embedding) for h in holders}
+        cov = {h: None if sel[h][1] is None else torch.from_numpy(sel[h][1]) for h in holders}
+        with torch.no_grad():
+            return top(parts, cov, len(rows))
+
+    epochs_run = 0
+    for epoch in range(1, train_cfg.epochs + 1):
+        epochs_run = epoch
+        for batch in epoch_batches(len(train), step_size, rng):
+            applicants = train[batch]
+            sel = {h: data.coverage[h].select(applicants) for h in holders}
+            replies = {
+                h: bottoms[h].step(StepRequest(grad=pending.pop(h, None), rows=sel[h][0])) for h in holders
+            }
+            parts = {h: torch.from_numpy(replies[h].embedding).requires_grad_() for h in holders}
+            cov = {h: None if sel[h][1] is None else torch.from_numpy(sel[h][1]) for h in holders}
+            optimizer.zero_grad()
+            loss = loss_fn(top(parts, cov, len(applicants)), y[applicants])
+            loss.backward()
+            optimizer.step()
+            for h in holders:
+                g = parts[h].grad.numpy()
+                if h != label_holder:
+                    g = apply_defence(g, defence, noise_rng)
+                pending[h] = g
+                if h in views:
+                    where = sel[h][1]
+                    rows_y = labels[applicants if where is None else applicants[where]]
+                    view = views[h]
+                    view.rows += len(rows_y)
+                    auc = norm_leak_auc(rows_y, g)
+                    if auc is not None:
+                        view.norm.append(auc)
+                        view.norm_epoch.append(epoch)
+                    auc = direction_leak_auc(rows_y, g, attack_rng)
+                    if auc is not None:
+                        view.direction.append(auc)
+        val_logits = logits_for(val).numpy()  # applies the pending gradients first, as the coordinator does
+        improved, stop = stopper.update(epoch, bce(labels[val], val_logits))
+        if improved:
+            best_top = copy.deepcopy(top.state_dict())
+            for h in holders:
+                bottoms[h].step(StepRequest(snapshot=True))
+        if stop:
+            break
+    top.load_state_dict(best_top)
+    for h in holders:
+        bottoms[h].step(StepRequest(restore=True))
+    test_logits = logits_for(test).numpy()
+    return TappedRun(views, test_logits, epochs_run, stopper.best_epoch)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The audit
+
+
+def label_leakage_audit(
+    config: ExperimentConfig, setting: Setting, seed: int, cfg: LabelLeakageConfig
+) -> dict:
+    """Leak AUC of each passive holder under each defence, and each defence's KS cost.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The experiment (model kind, training, ``[federation.vertical]`` widths).
+    setting : Setting
+        The unit's parties and the label holder's splits.
+    seed : int
+        The unit's seed (initialisation, batch order, training subset, noise).
+    cfg : LabelLeakageConfig
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``label_holder``, ``partners``, ``batch_size``, ``base_rate``, ``train_rows``
+        and ``results``: one entry per defence with ``test_ks``, ``ks_cost`` (undefended KS minus this
+        one's), ``test_auc``, ``epochs_run`` and ``leak[partner]`` = mean per-batch ``norm_auc`` and
+        ``direction_auc`` (and the first epoch's, the worst batch's, counts). ``{"skipped": reason}`` for
+        horizontal runs.
+    """
+    if setting.topology != "vertical":
+        return {
+            "skipped": "label leakage is a vertical-federation audit (no gradients cross to partners here)"
+        }
+    holder = setting.label_holders[0]
+    partners = [h for h in setting.parties if h != holder]
+    audited = partners if cfg.partners is None else [p for p in cfg.partners if p in partners]
+    if not audited:
+        return {"skipped": f"none of {cfg.partners} is a partner in this run (partners: {partners})"}
+    splits = setting.splits[holder]
+    bank = setting.parties[holder]
+    rng = np.random.default_rng([seed, 7])
+    train_ids = np.asarray(splits["train"])
+    if cfg.max_train_rows is not None and len(train_ids) > cfg.max_train_rows:
+        train_ids = np.sort(rng.choice(train_ids, cfg.max_train_rows, replace=False))
+    applicants = np.concatenate([train_ids, splits["val"], splits["test"]])
+    labels = bank.label[pd.Index(bank.ids).get_indexer(applicants)].astype(np.int8)
+    n_tr, n_val = len(train_ids), len(splits["val"])
+    train = np.arange(n_tr)
+    val = np.arange(n_tr, n_tr + n_val)
+    test = np.arange(n_tr + n_val, len(applicants))
+    data = vertical_blocks(setting.parties, holder, applicants, train_ids)
+
+    train_cfg = config.training
+    if cfg.epochs is not None:
+        train_cfg = train_cfg.model_copy(update={"epochs": cfg.epochs})
+    vcfg = config.federation.vertical
+    step = cfg.batch_size or vcfg.step_size(train_cfg.batch_size, n_tr)
+    defences = list(cfg.defences)
+    if not any(d.kind == "none" for d in defences):
+        defences.insert(0, DefenceSpec(kind="none"))
+    results = []
+    for spec in defences:
+        run = run_tapped_split(
+            data, labels, train, val, test, holder, config.model.kind, train_cfg, vcfg, step, seed, spec, audited,
+        )  # fmt: skip
+        y_test = labels[test]
+        results.append(
+            {
+                "defence": spec.kind,
+                "strength": spec.strength,
+                "label": spec.label,
+                "test_ks": ks_statistic(y_test, run.test_logits),
+                "test_auc": float(roc_auc_score(y_test, run.test_logits)),
+                "epochs_run": run.epochs_run,
+                "best_epoch": run.best_epoch,
+                "leak": {h: run.views[h].summary() for h in audited},
+            }
+        )
+    reference = next(r["test_ks"] for r in results if r["defence"] == "none")
+    for r in results:
+        r["ks_cost"] = reference - r["test_ks"]
+    return {
+        "label_holder": holder,
+        "partners": audited,
+        "model": config.model.kind,
+        "batch_size": int(step),
+        "train_rows": int(n_tr),
+        "base_rate": float(labels[train].mean()),
+        "attacks": {
+            "norm": "AUC of the gradient's L2 norm (Li et al. 2022, norm scoring)",
+            "direction": "AUC of the cosine with one known default's gradient (Li et al. 2022)",
+        },
+        "results": results,
+    }
