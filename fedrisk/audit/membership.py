@@ -30,11 +30,12 @@ What is attacked, per method (retrained the way `fedrisk.baselines` and the fede
 
 * ``siloed``: the label holder's own model on its own columns (horizontal: each bank's own model, every
   firm scored by its bank's model);
-* ``centralized``: the pooled model (`fedrisk.baselines.pooled_matrix` for vertical);
 * ``federated``: vertical: the split model trained by its pooled twin (`fedrisk.models.split.fit_twin`),
   which the Flower run reproduces to float rounding (`tests/federation/test_vertical.py`): a stand-in
   that costs no PSI or messaging per shadow; horizontal: the real Flower run
-  (`fedrisk.federation.horizontal.run_horizontal`, in-process), once per shadow.
+  (`fedrisk.federation.horizontal.run_horizontal`, in-process), once per shadow;
+* ``centralized``: horizontal: every bank's rows pooled (`centralized_horizontal`); vertical: the same
+  twin, as in the runner, so it is attacked once and reported with ``same_model_as``.
 
 With DP (``dp.enabled``): every model is retrained with DP-SGD (Abadi et al., CCS 2016: per-example
 gradients via ``torch.func``, clipped to ``max_grad_norm``, Gaussian noise, Poisson sampling; ε from
@@ -69,7 +70,6 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from fedrisk.audit.label_leakage import VerticalBlocks, vertical_blocks
-from fedrisk.baselines import pooled_matrix
 from fedrisk.evaluation.metrics import ks_statistic
 from fedrisk.federation import privacy
 from fedrisk.models import make_model, train
@@ -476,31 +476,6 @@ def _per_holder_recipe(config: ExperimentConfig, setting: Setting, pop: Populati
     return fit
 
 
-def _pooled_vertical_recipe(config: ExperimentConfig, setting: Setting, pop: Population) -> Recipe:
-    """Every holder's columns pooled on the applicants (`centralized_vertical`)."""
-    holder = setting.label_holders[0]
-    parties = setting.parties
-    ids = np.concatenate([pop.ids, pop.val[holder]])
-    bank = parties[holder]
-    y = bank.label[_rows(bank, ids)].astype(np.float32)
-    n_pop = len(pop.ids)
-    val_idx = np.arange(n_pop, len(ids))
-
-    def fit(members: np.ndarray, seed: int, dp: DPSGDConfig | None) -> Fitted:
-        train_idx = np.flatnonzero(members)
-        preps = {}
-        fit_ids = ids[_encoder_rows(train_idx, val_idx, dp)]
-        for name, table in parties.items():
-            pos = _rows(table, fit_ids)
-            fit_rows = pos[pos >= 0] if name == holder or (pos >= 0).sum() > 50 else np.arange(table.n_rows)
-            preps[name] = HolderPreprocessor().fit(table.features.iloc[fit_rows])
-        X = pooled_matrix(parties, holder, ids, preps)
-        logits, spent = _fit_plain(X, y, train_idx, val_idx, config, seed, dp)
-        return Fitted(logits[:n_pop], spent)
-
-    return fit
-
-
 def _pooled_horizontal_recipe(config: ExperimentConfig, setting: Setting, pop: Population) -> Recipe:
     """Every bank's rows pooled, one preprocessing fitted on the training rows (`centralized_horizontal`)."""
     holders = np.concatenate([pop.holder, *[np.full(len(v), h) for h, v in pop.val.items()]])
@@ -626,9 +601,9 @@ def _recipe(
             holder = setting.label_holders[0]
             return _single_table_recipe(config, setting.parties[holder], pop.ids, pop.val[holder])
         return _per_holder_recipe(config, setting, pop)
-    if method == "centralized":
+    if method == "centralized":  # vertical: the runner's centralized model is the federated one's twin
         return (
-            _pooled_vertical_recipe(config, setting, pop)
+            _twin_recipe(config, setting, pop)
             if vertical
             else _pooled_horizontal_recipe(config, setting, pop)
         )
@@ -709,9 +684,11 @@ def membership_audit(config: ExperimentConfig, setting: Setting, seed: int, cfg:
     dict
         JSON-serialisable: the set-up (``population``, ``members_per_model``, ``n_shadow``, ``n_targets``,
         ``fpr_resolution``: one false positive among the pooled non-members) and ``results``: one entry per
-        (method, dp) with ``lira`` (online), ``lira_offline`` and ``loss_attack`` metrics (``auc``,
+        (method, dp) with ``lira`` (offline), ``lira_online`` and ``loss_attack`` metrics (``auc``,
         ``tpr_at_fpr``, ``advantage``), the target models' AUC on members and non-members and KS on
-        non-members (what DP costs), ``privacy`` (ε, δ, how) under DP, and ``seconds``.
+        non-members (what DP costs), ``privacy`` (ε, δ, how) under DP, and ``seconds``; an entry whose
+        model another entry already attacked (vertical centralized = federated) copies its figures and
+        names it in ``same_model_as``.
     """
     torch.set_num_threads(config.training.num_threads)
     pop = sample_population(setting, cfg.n_population, seed)
@@ -719,19 +696,26 @@ def membership_audit(config: ExperimentConfig, setting: Setting, seed: int, cfg:
     rng = np.random.default_rng([seed, 11])
     keep = np.stack([rng.permutation(n) < n // 2 for _ in range(cfg.n_shadow + 1)])
     dp_cfg = cfg.dp if cfg.dp.enabled else None
+    vertical = setting.topology == "vertical"
     results = []
+    done: dict[tuple[str, bool], tuple[str, dict]] = {}
     for method in cfg.methods:
+        # vertical centralized and federated are one model (the runner's centralized is the twin): attack once
+        model = "twin" if vertical and method in ("centralized", "federated") else method
         recipe = _recipe(method, config, setting, pop, cfg.dp)
         variants: list[DPSGDConfig | None] = [None] + ([dp_cfg] if dp_cfg else [])
         for dp in variants:
-            entry = {"method": method, "dp": dp is not None}
+            entry: dict = {"method": method, "dp": dp is not None}
             if dp is not None:
-                entry["dp_kind"] = (
-                    "client-level, Flower"
-                    if method == "federated" and setting.topology == "horizontal"
-                    else "example-level, DP-SGD"
-                )
-            entry.update(_attack(recipe, keep, pop.y, seed, dp, cfg))
+                flower = method == "federated" and not vertical
+                entry["dp_kind"] = "client-level, Flower" if flower else "example-level, DP-SGD"
+            key = (model, dp is not None)
+            if key in done:
+                entry.update({**done[key][1], "same_model_as": done[key][0]})
+            else:
+                attack = _attack(recipe, keep, pop.y, seed, dp, cfg)
+                done[key] = (method, attack)
+                entry.update(attack)
             results.append(entry)
     return {
         "attack": "LiRA (Carlini et al. 2022), online and offline; loss threshold (Yeom et al. 2018) as baseline",

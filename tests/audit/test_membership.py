@@ -143,6 +143,9 @@ def test_every_method_is_audited(topology):
     got = [(r["method"], r["dp"]) for r in out["results"]]
     assert got == [(m, dp) for m in ("siloed", "centralized", "federated") for dp in (False, True)]
     assert out["fpr_resolution"] == pytest.approx(1 / 150)
+    if topology == "vertical":  # the runner's centralized model is the federated one's twin: attacked once
+        assert out["results"][4]["same_model_as"] == "centralized" == out["results"][5]["same_model_as"]
+        assert out["results"][2]["lira"] == out["results"][4]["lira"]
     for r in out["results"]:
         assert 0.0 <= r["lira"]["auc"] <= 1.0 and set(r["lira"]["tpr_at_fpr"]) == {"0.001", "0.01"}
         assert (r.get("privacy") is not None) == r["dp"]
