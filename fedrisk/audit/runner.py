@@ -8,7 +8,9 @@ from pathlib import Path
 from fedrisk.outcome import MethodOutcome
 
 
-def run_audit(name: str, config, setting, seed: int, outcomes: Mapping[str, MethodOutcome], workdir: Path) -> dict:
+def run_audit(
+    name: str, config, setting, seed: int, outcomes: Mapping[str, MethodOutcome], workdir: Path
+) -> dict:
     """Dispatch to the audit module; returns its JSON-serialisable result."""
     cfg = getattr(config.audit, name)
     if name == "fairness":

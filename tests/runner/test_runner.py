@@ -105,3 +105,20 @@ def test_reference_models_add_sklearn_rows(vertical_tables):
     # scikit-learn's pooled LR sees the tax signal the bank lacks
     assert ks["pooled_sklearn_lr"] > ks["siloed"] + 0.03
     assert ks["pooled_hgb"] > ks["siloed"]
+
+
+def test_enabled_audit_runs_per_seed_and_lands_in_results(vertical_tables):
+    cfg, raw = load_config(
+        vertical_tables / "config.toml", ["audit.fairness.enabled=true", 'audit.fairness.groups=["sector"]']
+    )
+    out = vertical_tables / "audited"
+    results = run_experiment(cfg, raw, out, methods=BASELINES)
+    assert results["complete"] is True
+    fairness = results["audits"]["fairness"]
+    assert set(fairness) == {"seed=0", "seed=1"}
+    assert "sector" in json.dumps(fairness["seed=0"])
+    # an audit result that goes missing makes the run incomplete again, and a rerun restores it
+    (out / "units" / "base" / "seed=1" / "audit_fairness.json").unlink()
+    (out / "results.json").unlink()
+    again = run_experiment(cfg, raw, out, methods=BASELINES)
+    assert again["complete"] is True and set(again["audits"]["fairness"]) == {"seed=0", "seed=1"}
