@@ -109,7 +109,14 @@ def test_reference_models_add_sklearn_rows(vertical_tables):
 
 def test_enabled_audit_runs_per_seed_and_lands_in_results(vertical_tables):
     cfg, raw = load_config(
-        vertical_tables / "config.toml", ["audit.fairness.enabled=true", 'audit.fairness.groups=["sector"]']
+        vertical_tables / "config.toml",
+        [
+            "audit.fairness.enabled=true",
+            'audit.fairness.groups=["sector"]',
+            "audit.fairness.gap_group=sector",
+            "audit.fairness.gap_group_value=agri",
+            "audit.fairness.gap_reference=retail",
+        ],
     )
     out = vertical_tables / "audited"
     results = run_experiment(cfg, raw, out, methods=BASELINES)
