@@ -383,6 +383,8 @@ def render_markdown(
         parts.append(_sweep(results["sweep"], methods))
     if topology == "vertical" and not coverage.empty:
         parts.append(_coverage(coverage, methods))
+    if results.get("audits") and not results.get("sweep"):
+        parts.append(_audits(results["audits"]))
     if figures:
         parts.append(_figures(figures))
     parts.append(_how_to_read(results, topology))
@@ -479,6 +481,7 @@ def _headline(results: Mapping, config: Mapping, methods: Sequence[str], point: 
                     ["KS relative", fmt_pct_ci(uplift.get("ks_relative")), "KS(federated) / KS(siloed) − 1"],
                     ["KS points", fmt_ci(uplift.get("ks_points")), "KS(federated) − KS(siloed)"],
                     ["AUC points", fmt_ci(uplift.get("auc_points")), "AUC(federated) − AUC(siloed)"],
+                    *_business_rows(uplift),
                 ],
                 "lrl",
             )
@@ -488,6 +491,60 @@ def _headline(results: Mapping, config: Mapping, methods: Sequence[str], point: 
     text.append("**Other credit metrics** (mean over seeds [t-interval over seeds])")
     text.append(other)
     return "\n\n".join(text)
+
+
+def _business_rows(uplift: Mapping) -> list[list[str]]:
+    """What a lender feels: NPL cut at the same approval rate, approvals gained at the same bad rate."""
+    rate = uplift.get("approval_rate")
+    if rate is None or "npl_points_at_approval" not in uplift:
+        return []
+    return [
+        [
+            "NPL cut (pp)",
+            fmt_ci(uplift.get("npl_points_at_approval"), 2),
+            f"bad rate among approved, siloed − federated, both approving {rate:.0%}",
+        ],
+        [
+            "Approval gain",
+            fmt_pct_ci(uplift.get("approval_gain_at_bad_rate")),
+            f"extra approvals by the federated model at the siloed model's bad rate (from {rate:.0%})",
+        ],
+    ]
+
+
+def _audits(audits: Mapping[str, Mapping]) -> str:
+    """Each audit's numbers for the first seed (every seed's full result is in results.json)."""
+    parts = ["## Audits", "Privacy, robustness and fairness measured beside the uplift (first seed shown)."]
+    for name, per_seed in audits.items():
+        if not per_seed:
+            continue
+        seed, result = next(iter(per_seed.items()))
+        rows = [[path, _fmt_leaf(value)] for path, value in _leaves(result)][:60]
+        parts.append(f"### {name.replace('_', ' ')} ({seed})")
+        parts.append(md_table(["measure", "value"], rows, "lr") if rows else "_no numbers_")
+    return "\n\n".join(parts)
+
+
+def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(node, Mapping):
+        out: list[tuple[str, Any]] = []
+        for key, value in node.items():
+            out += _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if isinstance(node, list) and node and all(isinstance(v, Mapping) for v in node):
+        out = []
+        for i, value in enumerate(node):
+            out += _leaves(value, f"{prefix}[{i}]")
+        return out
+    return [(prefix, node)]
+
+
+def _fmt_leaf(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(_fmt_leaf(v) for v in value[:8]) + (" …" if len(value) > 8 else "")
+    return str(value)
 
 
 def _cost(results: Mapping) -> str:

@@ -337,3 +337,19 @@ def test_every_saved_figure_has_the_caption(vertical_dir: Path) -> None:
         "siloed",
         "federated",
     }
+
+
+def test_audit_section_lists_every_number_of_the_first_seed():
+    from fedrisk.report import _audits
+
+    audits = {
+        "label_leakage": {
+            "seed=0": {"partners": {"tax": {"none": {"norm_auc": 0.98}, "noise": {"norm_auc": 0.6, "ks_cost": 0.02}}}},
+            "seed=1": {"partners": {"tax": {"none": {"norm_auc": 0.5}}}},
+        }
+    }
+    text = _audits(audits)
+    assert "### label leakage (seed=0)" in text
+    assert "| partners.tax.none.norm_auc | 0.98 |" in text
+    assert "| partners.tax.noise.ks_cost | 0.02 |" in text
+    assert "0.5 |" not in text  # only the first seed is shown
