@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from flwr.app import Context, Message, RecordDict
 from flwr.app.user_config import UserConfig
@@ -39,6 +39,18 @@ from fedrisk.federation.nodes import PARTY_QUERY, discover_parties, party_query_
 logger = logging.getLogger(__name__)
 
 Backend = Literal["inprocess", "ray"]
+
+
+class Engine(Protocol):
+    """An engine outside this process, e.g. Flower's deployment engine (`fedrisk.deploy.loopback`).
+
+    It runs the *packaged* apps (``[tool.flwr.app.components]``, which dispatch to the same apps the
+    drivers pass here) with one node per party over ``parties``' tables and ``run_config``, and leaves the
+    same files in ``output-dir``; `run_federation` still checks the completion marker.
+    """
+
+    def __call__(self, parties: Mapping[str, Path], run_config: UserConfig) -> None: ...
+
 
 OUTPUT_DIR_KEY = "output-dir"
 NUM_PARTIES_KEY = "num-parties"
@@ -180,7 +192,7 @@ def run_federation(
     client_app: ClientApp,
     parties: Mapping[str, Path],
     run_config: dict,
-    backend: Backend,
+    backend: Backend | Engine,
     *,
     ray_num_cpus: int = 2,
     client_num_cpus: int = 1,
@@ -196,8 +208,9 @@ def run_federation(
     run_config : dict
         Flower run config; must hold ``"output-dir"``. Party entries are added (see
         `federation_run_config`).
-    backend : {"inprocess", "ray"}
-        ``"inprocess"``: `InProcessGrid`, no engine. ``"ray"``: Flower's simulation engine.
+    backend : {"inprocess", "ray"} or Engine
+        ``"inprocess"``: `InProcessGrid`, no engine. ``"ray"``: Flower's simulation engine. An `Engine`
+        (e.g. Flower's deployment engine) runs the packaged apps itself.
     ray_num_cpus, client_num_cpus
         Ray's CPU budget and each ClientApp actor's share (Ray only).
 
@@ -210,7 +223,7 @@ def run_federation(
     FedriskError
         Bad input (no output dir, unknown backend, no parties, non-scalar run config value).
     """
-    if backend not in ("inprocess", "ray"):
+    if not callable(backend) and backend not in ("inprocess", "ray"):
         raise FedriskError("federation.backend", f"unknown backend {backend!r}", "use 'inprocess' or 'ray'")
     if not parties:
         raise FedriskError("parties", "no parties to federate", "give at least one party table")
@@ -224,7 +237,9 @@ def run_federation(
     for stale in (COMPLETION_MARKER, MESSAGE_LOG_FILE):
         (out_dir / stale).unlink(missing_ok=True)
 
-    if backend == "inprocess":
+    if callable(backend):
+        backend(parties, config)
+    elif backend == "inprocess":
         _run_inprocess(server_app, client_app, parties, config)
     else:
         _run_ray(server_app, client_app, len(parties), config, ray_num_cpus, client_num_cpus)
