@@ -82,9 +82,13 @@ def run(
 @app.command()
 def generate(
     config: Annotated[Path, typer.Argument(help="Experiment config (TOML); its [world] section is used.")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for the holders' tables and manifest.json.")],
+    out: Annotated[
+        Path, typer.Option("--out", file_okay=False, help="Directory for the holders' tables and manifest.json.")
+    ],
     set_: SetOption = None,
-    seed: Annotated[int | None, typer.Option(help="World seed (default: the config's first seed).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, max=2**32 - 1, help="World seed (default: the config's first seed).")
+    ] = None,
     file_format: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing manifest.")] = False,
 ) -> None:
@@ -164,8 +168,10 @@ def main() -> None:
     except Exception as exc:  # click's usage errors carry their own exit codes
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+        if isinstance(exc, click.exceptions.ClickException):  # one line, as for every other bad input
+            command = getattr(getattr(exc, "ctx", None), "command_path", "fedrisk")
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            print(f"error: {message}; see `{command} --help`", file=sys.stderr)
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)

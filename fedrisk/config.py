@@ -131,6 +131,8 @@ class ExperimentConfig(_Section):
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be distinct")
+        if any(not 0 <= s < 2**32 for s in seeds):  # numpy's and scikit-learn's seed range
+            raise ValueError("seeds must be integers in [0, 4294967295]")
         return seeds
 
 
@@ -141,12 +143,16 @@ class ExperimentConfig(_Section):
 def read_toml(path: Path) -> dict:
     if not path.exists():
         raise FedriskError("CONFIG", f"file not found: {path}", "pass the path of an experiment TOML file")
+    if path.is_dir():
+        raise FedriskError("CONFIG", f"{path} is a directory", "pass the path of an experiment TOML file")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise FedriskError("CONFIG", f"{path} is not valid TOML ({exc})", "fix the TOML syntax") from None
     except UnicodeDecodeError:
         raise FedriskError("CONFIG", f"{path} is not UTF-8 text", "save the config as UTF-8 TOML") from None
+    except OSError as exc:
+        raise FedriskError("CONFIG", f"cannot read {path} ({exc.strerror})", "check the file's permissions") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -120,6 +120,16 @@ def build_setting(config: ExperimentConfig, seed: int) -> Setting:
     }
     if topology == "horizontal":
         parties = {name: parties[name] for name in label_holders}
+    else:  # a partner that knows none of the training applicants has nothing to train on (wrong id column?)
+        holder = label_holders[0]
+        for name, table in parties.items():
+            if name != holder and not np.isin(splits[holder]["train"], table.ids).any():
+                raise FedriskError(
+                    f"data.parties.{name}.id",
+                    f"no id in common with {holder}'s training applicants "
+                    f"(e.g. {table.ids[0]!r} vs {splits[holder]['train'][0]!r})",
+                    "check the id column and that ids are written the same way in both tables",
+                )
     return Setting(topology, parties, label_holders, splits)
 
 
@@ -237,6 +247,8 @@ def prepare_output(root: Path, config: ExperimentConfig, force: bool) -> None:
     dump = config.model_dump(mode="json")
     print_ = fingerprint(dump)
     results = root / "results.json"
+    if root.exists() and not root.is_dir():
+        raise FedriskError("--out", f"{root} is a file", "give a directory (new or empty) for the results")
     if root.exists() and any(root.iterdir()):
         if force:
             shutil.rmtree(root)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fedrisk.models.config import Width
+
 
 class VerticalConfig(BaseModel):
     """Split learning across holders: alignment, architecture, batching.
@@ -45,10 +47,10 @@ class VerticalConfig(BaseModel):
     embedding_dim: int = Field(
         4, ge=1, le=256, description="Embedding width per holder in the split-NN (a linear bottom sends 1)."
     )
-    bottom_hidden: list[int] = Field(
+    bottom_hidden: list[Width] = Field(
         [16], description="Hidden widths of each holder's bottom network in the split-NN (mlp)."
     )
-    top_hidden: list[int] = Field([16], description="Hidden widths of the label holder's top network (mlp).")
+    top_hidden: list[Width] = Field([16], description="Hidden widths of the label holder's top network (mlp).")
     psi_parallel: bool = Field(True, description="Run the PSI with each partner in its own process.")
     psi_fpr: float | None = Field(
         None, gt=0.0, lt=1.0, description="PSI false-positive probability per run; empty = practically zero."

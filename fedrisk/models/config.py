@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+Width = Annotated[int, Field(ge=1, le=4096)]
+"""A hidden layer's width (torch refuses a negative one with a traceback)."""
 
 
 class ModelConfig(BaseModel):
@@ -15,7 +18,7 @@ class ModelConfig(BaseModel):
     kind: Literal["logistic", "mlp"] = Field(
         "logistic", description="'logistic' (scorecard family; vertical LR when split) or 'mlp' (split-NN when split)."
     )
-    hidden: list[int] = Field([32, 16], description="Hidden layer widths of the MLP (ignored for logistic).")
+    hidden: list[Width] = Field([32, 16], description="Hidden layer widths of the MLP (ignored for logistic).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout between MLP layers.")
 
 

@@ -16,6 +16,9 @@ import pandas as pd
 from fedrisk.errors import FedriskError
 from fedrisk.parties.table import PartyTable
 
+MAX_ABS_VALUE = 1e100
+"""Largest magnitude a numeric feature may take (its square must stay finite in float64)."""
+
 
 class TableSource(Protocol):
     name: str
@@ -39,8 +42,9 @@ def read_frame(path: Path, field: str) -> pd.DataFrame:
         raise
     except pd.errors.EmptyDataError:
         raise FedriskError(field, f"{path.name} is empty", "give a table with a header and rows") from None
-    except Exception as exc:  # the reader's own message is the useful part
-        raise FedriskError(field, f"cannot read {path.name} ({type(exc).__name__}: {exc})", "check the file") from None
+    except Exception as exc:  # the reader's own message is the useful part (on one line)
+        reason = " ".join(str(exc).split())
+        raise FedriskError(field, f"cannot read {path.name} ({type(exc).__name__}: {reason})", "check the file") from None
     if frame.empty:
         raise FedriskError(field, f"{path.name} has no rows", "give a table with at least one row")
     return frame
@@ -74,6 +78,8 @@ def table_from_frame(frame: pd.DataFrame, name: str, id_column: str, label_colum
     if features.shape[1] == 0:
         raise FedriskError(field, "the table has no feature columns", "add at least one column besides id and label")
     features = _typed_features(features.reset_index(drop=True))
+    if features.isna().all().all():
+        raise FedriskError(field, "every feature value is missing", "give at least one feature column with values")
     return PartyTable(name=name, ids=ids, features=features, label=label)
 
 
@@ -97,6 +103,13 @@ def _typed_features(features: pd.DataFrame) -> pd.DataFrame:
             if not np.isfinite(values.fillna(0.0)).all():
                 raise FedriskError(
                     f"column {column!r}", "contains infinite values", "replace them with a finite value or leave empty"
+                )
+            largest = float(values.abs().max()) if values.notna().any() else 0.0
+            if largest > MAX_ABS_VALUE:  # standardising squares them: beyond ~1e154 float64 overflows
+                raise FedriskError(
+                    f"column {column!r}",
+                    f"has values up to {largest:.3g}, beyond ±{MAX_ABS_VALUE:.0e}",
+                    "rescale the column (e.g. to thousands, or take a log)",
                 )
             out[str(column)] = values
         else:
