@@ -86,15 +86,15 @@ def test_loopback_vertical_run_matches_the_simulation(tmp_path: Path) -> None:
         assert check.returncode == 0, check.stdout + check.stderr
 
 
-def _kill_mid_run(party: str, sig: signal.Signals, killed: dict):
-    """Kill ``party``'s SuperNode once the coordinator has started on it (its setup message arrived)."""
+def _kill(party: str, sig: signal.Signals, killed: dict, once_received: str | None):
+    """Kill ``party``'s SuperNode as soon as the run has started, or once it received ``once_received``."""
 
     def then(federation: LoopbackFederation, _run_id: int) -> None:
         node = federation.processes[f"supernode-{party}"]
 
         def watch() -> None:
             while node.popen.poll() is None:
-                if "query.vertical_setup" in node.log.read_text(errors="ignore"):
+                if once_received is None or once_received in node.log.read_text(errors="ignore"):
                     os.kill(node.popen.pid, sig)
                     killed["at"] = time.monotonic()
                     return
@@ -105,13 +105,18 @@ def _kill_mid_run(party: str, sig: signal.Signals, killed: dict):
     return then
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "crashed"])
-def test_killed_supernode_fails_the_run_by_name(tmp_path: Path, sig: signal.Signals) -> None:
-    """SIGTERM: the node leaves the federation and the ServerApp itself names it. SIGKILL: the SuperLink
-    would notice only after two heartbeat intervals (60 s); the loopback names the dead process first."""
+@pytest.mark.parametrize(
+    ("sig", "once_received"),
+    [(signal.SIGTERM, "query.vertical_setup"), (signal.SIGKILL, None)],
+    ids=["stopped-during-setup", "crashed-at-start"],
+)
+def test_killed_supernode_fails_the_run_by_name(tmp_path: Path, sig: signal.Signals, once_received) -> None:
+    """SIGTERM: the node leaves the federation and the ServerApp itself names the party. SIGKILL: the
+    SuperLink would notice only after two heartbeat intervals (60 s); the loopback names the dead process
+    at once, stops the run and leaves nothing behind (the node's SuperExec is orphaned, not killed)."""
     config = validate(_tiny(epochs=3))
     killed: dict = {}
-    watch = _Watch(then=_kill_mid_run("tax", sig, killed))
+    watch = _Watch(then=_kill("tax", sig, killed, once_received))
     engine = LoopbackEngine(tmp_path / "deployment", LoopbackOptions(node_death_grace=8.0), on_started=watch)
     with pytest.raises(DeploymentError) as info:
         federated_outcome(config, build_setting(config, 0), 0, tmp_path / "driver", engine)
