@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import MetricFrame, selection_rate, true_positive_rate
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fedrisk.evaluation.metrics import ks_statistic
-from fedrisk.outcome import MethodOutcome
-
+# The experiment config composes `FairnessConfig`, so this module is imported by every `fedrisk run`:
+# fairlearn and scikit-learn are imported only when the audit runs.
 if TYPE_CHECKING:  # the runner imports the audits, not the other way round
     from fedrisk.config import ExperimentConfig
+    from fedrisk.outcome import MethodOutcome
     from fedrisk.runner import Setting
 
 MISSING = "(missing)"
@@ -99,6 +98,8 @@ def approve_safest(p: np.ndarray, approval_rate: float) -> np.ndarray:
 
 def _ks(y_true: np.ndarray, y_pred: np.ndarray, score: np.ndarray) -> float:
     y_true = np.asarray(y_true)
+    from fedrisk.evaluation.metrics import ks_statistic
+
     return ks_statistic(y_true, np.asarray(score)) if 0 < y_true.sum() < len(y_true) else float("nan")
 
 
@@ -111,6 +112,8 @@ def _approval_good(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     good = np.asarray(y_true) == 0
     if not good.any():
         return float("nan")
+    from fairlearn.metrics import true_positive_rate
+
     # fairlearn's TPR with "did not default" as the positive class and approval as the prediction
     return float(true_positive_rate(good.astype(int), np.asarray(y_pred).astype(int), pos_label=1))
 
@@ -119,6 +122,8 @@ def group_metrics(
     y: np.ndarray, p: np.ndarray, approved: np.ndarray, groups: pd.Series, min_group_size: int
 ) -> dict[str, Any]:
     """Per-group table and cross-group differences for one method's decisions (fairlearn ``MetricFrame``)."""
+    from fairlearn.metrics import MetricFrame, selection_rate
+
     y = np.asarray(y).astype(int)
     decision = np.asarray(approved).astype(int)
     frame = MetricFrame(

@@ -30,20 +30,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from flwr.clientapp.typing import Mod
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sklearn.metrics import roc_curve
 
-from fedrisk.clients.attacks import ParticipationLogMod, UpdatePoisoningMod, flip_labels, read_participation
 from fedrisk.errors import FedriskError
-from fedrisk.evaluation.metrics import credit_metrics
-from fedrisk.federation.channel import ClientFailure
-from fedrisk.federation.horizontal import PARTIES_DIR, HorizontalOutcome, run_horizontal
 from fedrisk.federation.horizontal_config import STRATEGIES, HorizontalConfig
-from fedrisk.parties.table import PartyTable
 
+# The experiment config composes `RobustnessConfig`, so this module is imported by every `fedrisk run`:
+# torch, Flower's client side and scikit-learn are imported only when the audit runs.
 if TYPE_CHECKING:  # the runner imports the audits, not the other way round
+    from flwr.clientapp.typing import Mod
+
     from fedrisk.config import ExperimentConfig
+    from fedrisk.federation.horizontal import HorizontalOutcome
+    from fedrisk.parties.table import PartyTable
     from fedrisk.runner import Setting
 
 ROBUST_NAMES = ("multikrum",)
@@ -198,12 +197,16 @@ def directional_ks(y: np.ndarray, p: np.ndarray) -> float:
     The framework's `ks_statistic` takes |TPR − FPR| (the usual definition), which gives an inverted
     scorecard (AUC < 0.5, as sign-flipping produces) a high KS; the audit must not call that robust.
     """
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(np.asarray(y), np.asarray(p))
     return float(max(0.0, np.max(tpr - fpr)))
 
 
 def honest_metrics(outcome: HorizontalOutcome, banks: Sequence[str], approval_rate: float) -> dict[str, Any]:
     """Directional KS (the audit's ``ks``), the framework's KS and AUC, averaged over ``banks``' test sets."""
+    from fedrisk.evaluation.metrics import credit_metrics
+
     sets = {b: outcome.scores[f"{b}/test"] for b in banks}
     per_bank = {b: credit_metrics(s.y, s.p, approval_rate) for b, s in sets.items()}
     directional = {b: directional_ks(s.y, s.p) for b, s in sets.items()}
@@ -225,6 +228,8 @@ def _run(
     workdir: Path,
     mods: Sequence[Mod] = (),
 ) -> HorizontalOutcome:
+    from fedrisk.federation.horizontal import run_horizontal
+
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -244,6 +249,8 @@ def _run(
 
 
 def _attacked_banks(setting: Setting, poisoned: Sequence[str], attack: Attack) -> dict[str, PartyTable]:
+    from fedrisk.clients.attacks import flip_labels
+
     banks = {name: setting.parties[name] for name in setting.label_holders}
     if attack == "label_flip":
         for name in poisoned:
@@ -271,6 +278,9 @@ def robustness_audit(
     """
     if not cfg.enabled:
         return {"enabled": False}
+    from fedrisk.clients.attacks import UpdatePoisoningMod
+    from fedrisk.federation.channel import ClientFailure
+
     if setting.topology != "horizontal":
         return {"enabled": True, "skipped": "robustness audit needs horizontal federation (several banks)"}
     workdir = Path(workdir)
@@ -351,6 +361,9 @@ def robustness_audit(
 
 
 def _participation(setting: Setting, rounds: int, run_dir: Path) -> dict[str, Any]:
+    from fedrisk.clients.attacks import read_participation
+    from fedrisk.federation.horizontal import PARTIES_DIR
+
     names = list(setting.label_holders)
     trained = {b: set(read_participation(run_dir / PARTIES_DIR / b)) for b in names}
     rows = {b: _train_rows(setting, b) for b in names}
@@ -385,6 +398,9 @@ def dropout_audit(
     banks = {name: setting.parties[name] for name in names}
     approval = config.evaluation.approval_rate
     fraction_fit = 1.0 - cfg.dropout_fraction
+    from fedrisk.clients.attacks import ParticipationLogMod
+    from fedrisk.federation.channel import ClientFailure
+
     log_mod: list[Mod] = [ParticipationLogMod()]
 
     def variant(**changes: Any) -> HorizontalConfig:
