@@ -2,7 +2,7 @@
 
 Each case builds its inputs in a fresh directory and runs `fedrisk.cli.main` in this process (sys.argv
 patched, stderr captured at the file-descriptor level, warnings counted as lines because the real CLI prints
-them); three cases also run as a real subprocess. Unicode IDs are legal and must give a complete run.
+them); two cases also run as a real subprocess. Unicode IDs are legal and must give a complete run.
 The hypothesis tests throw random ``--set`` overrides and random tables at the loaders: every input either
 validates or raises `FedriskError` with a one-line message.
 """
