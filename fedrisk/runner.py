@@ -293,6 +293,9 @@ def run_experiment(
 ) -> dict:
     """Run (or resume) every unit, then write metrics.csv, history.csv and results.json."""
     start = time.perf_counter()
+    if config.data.source == "tables":
+        # bad tables fail here, in one line, before a results directory exists (workers re-read them)
+        resolve_topology(config, build_parties(config, config.seeds[0]))
     if config.evaluation.reference_models and methods == METHODS:
         from fedrisk.baselines import REFERENCE_MODELS
 

@@ -129,3 +129,11 @@ def test_enabled_audit_runs_per_seed_and_lands_in_results(vertical_tables):
     (out / "results.json").unlink()
     again = run_experiment(cfg, raw, out, methods=BASELINES)
     assert again["complete"] is True and set(again["audits"]["fairness"]) == {"seed=0", "seed=1"}
+
+
+def test_bad_table_fails_before_any_results_directory_exists(vertical_tables):
+    (vertical_tables / "tax.parquet").unlink()
+    cfg, raw = load_config(vertical_tables / "config.toml")
+    with pytest.raises(FedriskError, match="file not found"):
+        run_experiment(cfg, raw, vertical_tables / "never")
+    assert not (vertical_tables / "never").exists()
