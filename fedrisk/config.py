@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -276,5 +277,8 @@ def point_label(assignment: dict[str, Any]) -> str:
     """A short, filesystem-safe name for a sweep point (``"base"`` when nothing is swept)."""
     if not assignment:
         return "base"
-    parts = [f"{k.split('.')[-1]}={v}" for k, v in assignment.items()]
-    return "__".join(parts).replace("/", "_").replace(" ", "")
+    def text(value: Any) -> str:
+        return "+".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    parts = [f"{k.split('.')[-1]}={text(v)}" for k, v in assignment.items()]
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "__".join(parts))
