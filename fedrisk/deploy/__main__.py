@@ -14,6 +14,7 @@ import contextlib
 import copy
 import json
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -149,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     from fedrisk.deploy.loopback import DeploymentError
+
+    # `kill PID` (a CI timeout) must unwind like Ctrl-C, so the federation's processes are stopped too
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
     try:
         {"loopback": _loopback, "tables": _tables, "run": _run}[args.command](args)

@@ -193,7 +193,10 @@ def run_info(flwr: Callable[..., str], run_id: int, connection: str = CONNECTION
     to ``wait`` seconds for its status to become final (the log stream may end a moment earlier)."""
     deadline = time.monotonic() + wait
     while True:
-        info = _json_out(flwr("ls", connection, "--run-id", str(run_id), "--format", "json"))["runs"][0]
+        try:
+            info = _json_out(flwr("ls", connection, "--run-id", str(run_id), "--format", "json"))["runs"][0]
+        except (DeploymentError, KeyError, IndexError, ValueError) as error:
+            return {"status": "unknown", "error": str(error)}
         if str(info["status"]).startswith("finished") or time.monotonic() > deadline:
             return info
         time.sleep(0.2)
@@ -252,6 +255,8 @@ def submit_and_follow(
             raise DeploymentError(f"run {run_id} did not finish within {timeout:.0f} s; see {streamer.log}")
         time.sleep(0.1)
     seconds = time.perf_counter() - started
+    if dead is None and (process := dead_service()) is not None:  # it may have ended the log stream
+        dead = (process, time.monotonic())
     link_died = dead is not None and dead[0].name == "superlink"
     info = {} if link_died else run_info(flwr, run_id, connection)
     status = str(info.get("status", "unknown"))
