@@ -124,6 +124,10 @@ def _fmt(block: dict | None, digits: int = 3) -> str:
     return f"{block['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def _mean(block: dict | None) -> str:
+    return "-" if not block or block.get("mean") is None else f"{block['mean']:.3f}"
+
+
 def print_summary(results: dict) -> None:
     """The KS-uplift table: one row per method, then the uplift of federated over siloed."""
     seeds = results["seeds"]
@@ -147,6 +151,21 @@ def print_summary(results: dict) -> None:
             up.add_column(column, justify="right")
         up.add_row(rel_text, _fmt(uplift["ks_points"]), _fmt(uplift["auc_points"]))
         console.print(up)
+    if results.get("sweep"):
+        sweep = Table(title="every sweep point (mean KS; CIs in results.json and the report)")
+        for column in ("point", "siloed", "federated", "centralized", "uplift", "ε"):
+            sweep.add_column(column, justify="left" if column == "point" else "right")
+        for entry in results["sweep"]:
+            methods = entry.get("methods", {})
+            rel = (entry.get("uplift") or {}).get("ks_relative") or {}
+            eps = (entry.get("cost") or {}).get("epsilon")
+            sweep.add_row(
+                entry["point"],
+                *(_mean(methods.get(m, {}).get("ks")) for m in ("siloed", "federated", "centralized")),
+                "-" if rel.get("mean") is None else f"{100 * rel['mean']:+.1f}%",
+                "∞" if eps is None else f"{eps:.2f}",
+            )
+        console.print(sweep)
     cost = results.get("cost", {})
     eps = cost.get("epsilon")
     console.print(

@@ -94,7 +94,9 @@ def predict_logits(model: nn.Module, X: np.ndarray, batch_size: int = 65_536) ->
 
 def predict_proba(model: nn.Module, X: np.ndarray) -> np.ndarray:
     """Probability of default for each row."""
-    return 1.0 / (1.0 + np.exp(-predict_logits(model, X).astype(np.float64)))
+    from scipy.special import expit  # no overflow warning for very confident logits
+
+    return expit(predict_logits(model, X).astype(np.float64))
 
 
 def bce(y: np.ndarray, logits: np.ndarray) -> float:
