@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fedrisk._json import json_default
 from fedrisk.outcome import MethodOutcome, ScoredSet
 
 
@@ -39,22 +40,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, json.dumps(payload, indent=2, default=_json_default).encode("utf-8"))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    atomic_write_bytes(path, json.dumps(payload, indent=2, default=json_default).encode("utf-8"))
 
 
 def fingerprint(config_dump: dict) -> str:
     """Stable hash of a resolved config: a resumed run must be the same experiment."""
-    text = json.dumps(config_dump, sort_keys=True, default=_json_default)
+    text = json.dumps(config_dump, sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedrisk._json import json_default
 from fedrisk.errors import FedriskError
 from fedrisk.federation.channel import ClientFailure, MessageLog
 from fedrisk.parties.table import PartyTable
@@ -149,16 +150,6 @@ def party_nodes(grid: Grid) -> dict[str, int]:
 # --- tables on disk -----------------------------------------------------------------------------------
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def write_party_table(table: PartyTable, path: str | Path) -> Path:
     """Write ``table`` as Parquet (atomically), keeping category dtypes, NaNs, label, cohort and name."""
     path = Path(path)
@@ -177,7 +168,7 @@ def write_party_table(table: PartyTable, path: str | Path) -> Path:
         frame[COHORT_COLUMN] = np.asarray(table.cohort, dtype=np.int8)
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
     try:
-        info = json.dumps({"party": table.name, "meta": table.meta}, default=_json_default)
+        info = json.dumps({"party": table.name, "meta": table.meta}, default=json_default)
     except TypeError as ex:
         raise FedriskError(f"parties.{table.name}.meta", str(ex), "keep meta to JSON-like values") from ex
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), METADATA_KEY: info.encode()})
