@@ -8,7 +8,7 @@ install:
 	bash scripts/install.sh
 
 demo: install
-	$(ENV) .venv/bin/fedrisk run experiments/configs/vertical_ks_uplift.toml --force --out runs/vertical_ks_uplift
+	$(ENV) .venv/bin/fedrisk run experiments/configs/vertical_ks_uplift.toml
 
 test: install
 	$(ENV) .venv/bin/ruff check fedrisk tests experiments && .venv/bin/python -m pytest -q
