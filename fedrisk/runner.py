@@ -250,8 +250,10 @@ def prepare_output(root: Path, config: ExperimentConfig, force: bool) -> None:
     if root.exists() and not root.is_dir():
         raise FedriskError("--out", f"{root} is a file", "give a directory (new or empty) for the results")
     if root.exists() and any(root.iterdir()):
-        if force:
-            shutil.rmtree(root)
+        if force and (root / "run.json").exists():
+            shutil.rmtree(root)  # only ever a fedrisk results directory: --force must not wipe anything else
+        elif force:
+            raise FedriskError("--out", f"{root} is not empty and is not a fedrisk run", "choose an empty directory")
         else:
             run_file = root / "run.json"
             if results.exists() and json.loads(results.read_text()).get("complete"):

@@ -137,3 +137,13 @@ def test_bad_table_fails_before_any_results_directory_exists(vertical_tables):
     with pytest.raises(FedriskError, match="file not found"):
         run_experiment(cfg, raw, vertical_tables / "never")
     assert not (vertical_tables / "never").exists()
+
+
+def test_force_never_wipes_a_directory_that_is_not_a_run(vertical_tables):
+    cfg, raw = load_config(vertical_tables / "config.toml")
+    precious = vertical_tables / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(FedriskError, match="not a fedrisk run"):
+        run_experiment(cfg, raw, precious, methods=BASELINES, force=True)
+    assert (precious / "thesis.tex").read_text() == "years of work"
