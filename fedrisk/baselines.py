@@ -1,7 +1,8 @@
 """The two reference points every federated result is judged against.
 
 * **siloed** — each label holder alone, on its own features and applicants (what a bank can do today);
-* **centralized** — all holders' rows pooled in one place (the upper bound nobody may build in real life).
+* **centralized** — all holders' rows pooled in one place (the upper bound nobody may build in real life);
+  for vertical runs this is the federated split model's pooled twin (`fedrisk.federation.vertical`).
 
 Both use the same model family, the same training routine and the same test applicants as the federated
 method, so the differences are the data, not the optimiser.
@@ -27,17 +28,18 @@ def _positions(table: PartyTable, ids: np.ndarray) -> np.ndarray:
     return index.get_indexer(ids)
 
 
-def _fit_and_score(
+def _fit(
     X: dict[str, np.ndarray],
     y: dict[str, np.ndarray],
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     seed: int,
-) -> tuple[object, list[dict], float]:
+) -> tuple[object, list[dict]]:
+    """The shared training routine on train rows, early-stopped on val rows; returns model and history."""
     seed_torch(seed)
     model = make_model(model_cfg.kind, X["train"].shape[1], model_cfg.hidden, model_cfg.dropout)
     history = train(model, X["train"], y["train"], X["val"], y["val"], train_cfg, seed=seed)
-    return model, history.as_rows(), history.seconds
+    return model, history.as_rows()
 
 
 def siloed_vertical(
@@ -54,7 +56,7 @@ def siloed_vertical(
     prep = HolderPreprocessor().fit(bank.features.iloc[rows["train"]])
     X = {name: prep.transform(bank.features.iloc[r]) for name, r in rows.items()}
     y = {name: bank.label[r] for name, r in rows.items()}
-    model, history, _ = _fit_and_score(X, y, model_cfg, train_cfg, seed)
+    model, history = _fit(X, y, model_cfg, train_cfg, seed)
     scores = {
         f"{bank.name}/{name}": ScoredSet(
             splits[name], y[name], predict_proba(model, X[name]), dict((segments or {}).get(name, {}))
@@ -76,7 +78,7 @@ def pooled_matrix(
 ) -> np.ndarray:
     """Join every holder's encoded block onto the label holder's applicants; absent firms get zeros and a flag.
 
-    This is exactly the join federation avoids: only the centralized baseline may call it.
+    This is exactly the join federation avoids: only pooled references (and audits) may call it.
     """
     blocks = []
     for name, table in parties.items():
@@ -140,7 +142,7 @@ def centralized_horizontal(
         {name: bank.features.iloc[_positions(bank, splits[name]["train"])] for name, bank in banks.items()}
     )
     X = {"train": prep.transform(train_df), "val": prep.transform(val_df)}
-    model, history, _ = _fit_and_score(X, {"train": y_train, "val": y_val}, model_cfg, train_cfg, seed)
+    model, history = _fit(X, {"train": y_train, "val": y_val}, model_cfg, train_cfg, seed)
     scores = {}
     test_splits = sorted({s for name in banks for s in splits[name] if s not in ("train", "val")})
     for split in test_splits:

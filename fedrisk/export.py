@@ -6,7 +6,6 @@ can be fed back in, edited, or handed to another tool.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -74,5 +73,4 @@ def write_world(config: ExperimentConfig, out: Path, seed: int, file_format: str
         ),
     }
     atomic_write_json(manifest_path, manifest)
-    json.dumps(manifest)
     return manifest

@@ -122,8 +122,5 @@ def load_tables(sources: Sequence[TableSource]) -> dict[str, PartyTable]:
     tables = {}
     for source in sources:
         frame = read_frame(Path(source.path), f"data.parties.{source.name}.path")
-        if source.label is None:
-            other = [c for c in frame.columns if str(c).lower() in ("default", "default_12m", "label", "target")]
-            del other  # a column named like a label on a partner is allowed: partners may hold any feature
         tables[source.name] = table_from_frame(frame, source.name, source.id, source.label)
     return tables
