@@ -123,24 +123,17 @@ def centralized_horizontal(
     """Every bank's training rows pooled; the one model scored on each bank's own test applicants."""
     start = time.perf_counter()
 
-    def rows_of(split: str) -> tuple[pd.DataFrame, np.ndarray, dict[str, slice]]:
-        frames, labels, where, offset = [], [], {}, 0
-        for name, bank in banks.items():
-            pos = _positions(bank, splits[name][split])
-            frames.append(bank.features.iloc[pos])
-            labels.append(bank.label[pos])
-            where[name] = slice(offset, offset + len(pos))
-            offset += len(pos)
-        return pd.concat(frames, ignore_index=True), np.concatenate(labels), where
+    def rows_of(split: str) -> tuple[pd.DataFrame, np.ndarray]:
+        positions = {name: _positions(bank, splits[name][split]) for name, bank in banks.items()}
+        frame = pd.concat([banks[n].features.iloc[p] for n, p in positions.items()], ignore_index=True)
+        return frame, np.concatenate([banks[n].label[p] for n, p in positions.items()])
 
-    from fedrisk.federation.federated_stats import federated_preprocessor
+    from fedrisk.federation.horizontal import shared_preprocessor
 
-    train_df, y_train, _ = rows_of("train")
-    val_df, y_val, _ = rows_of("val")
+    train_df, y_train = rows_of("train")
+    val_df, y_val = rows_of("val")
     # the encoder the federated run agrees on (pooled moments): pooled and federated differ only in training
-    prep = federated_preprocessor(
-        {name: bank.features.iloc[_positions(bank, splits[name]["train"])] for name, bank in banks.items()}
-    )
+    prep = shared_preprocessor(banks, splits)
     X = {"train": prep.transform(train_df), "val": prep.transform(val_df)}
     model, history = _fit(X, {"train": y_train, "val": y_val}, model_cfg, train_cfg, seed)
     scores = {}
