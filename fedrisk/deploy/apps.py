@@ -31,11 +31,10 @@ from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid, ServerApp
-from flwr.supercore.run import Run
 
 from fedrisk.errors import FedriskError
 from fedrisk.federation.backends import OUTPUT_DIR_KEY, PartyClientApp, recorded_server_app
-from fedrisk.federation.channel import ClientFailure
+from fedrisk.federation.channel import ClientFailure, DelegatingGrid
 from fedrisk.federation.horizontal_config import HorizontalJob
 from fedrisk.server.vertical import PLAN_KEY
 
@@ -60,7 +59,7 @@ def topology_of(run_config: dict) -> str:
     return "vertical" if vertical else "horizontal"
 
 
-class PollingGrid(Grid):
+class PollingGrid(DelegatingGrid):
     """A deployment grid whose ``send_and_receive`` polls every few milliseconds instead of every 3 s.
 
     Parameters
@@ -72,33 +71,10 @@ class PollingGrid(Grid):
     """
 
     def __init__(self, grid: Grid, min_interval: float = 0.005, max_interval: float = 0.25) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self.min_interval = min_interval
         self.max_interval = max_interval
         self._lock = threading.Lock()
-
-    # --- pass-through ---------------------------------------------------------------------------------
-    def set_run(self, run: Run) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self._grid.run
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:  # type: ignore[no-untyped-def]
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._grid.get_node_ids()
-
-    def get_nodes(self) -> Iterable:
-        return self._grid.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
 
     # --- the fast path --------------------------------------------------------------------------------
     def send_and_receive(

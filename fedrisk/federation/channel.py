@@ -241,7 +241,57 @@ class MessageLog:
             return cls(MessageRecord.from_dict(json.loads(line)) for line in fh if line.strip())
 
 
-class RecordingGrid(Grid):
+class DelegatingGrid(Grid):
+    """A `Grid` that hands every call to the grid it wraps; subclasses override only what they change.
+
+    Flower has no wrapper grid, and both the recording channel and the deployment's fast-polling grid
+    need one (hand-written pass-through, nothing more).
+    """
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+
+    @property
+    def inner(self) -> Grid:
+        """The wrapped grid."""
+        return self._grid
+
+    def set_run(self, run: Run) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self._grid.run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def get_nodes(self) -> Iterable:
+        return self._grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+class RecordingGrid(DelegatingGrid):
     """A Flower ``Grid`` that logs every message pushed and pulled through the grid it wraps.
 
     Works with any Grid (``InProcessGrid``, the Ray simulation's, the deployment's): Flower's workflows
@@ -272,7 +322,7 @@ class RecordingGrid(Grid):
         server_name: str = "server",
         fail_on_error: bool = True,
     ) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self.log = log
         self.node_names = dict(node_names)
         self.server_name = server_name
@@ -281,37 +331,8 @@ class RecordingGrid(Grid):
         self._kinds: dict[str, str] = {}  # message_id -> kind, so replies inherit their request's kind
         self._lock = threading.Lock()
 
-    @property
-    def inner(self) -> Grid:
-        """The wrapped grid."""
-        return self._grid
-
     def name_of(self, node_id: int) -> str:
         return self.node_names.get(node_id, f"node {node_id}")
-
-    # --- pass-through -------------------------------------------------------------------------------
-    def set_run(self, run: Run) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self._grid.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._grid.get_node_ids()
-
-    def get_nodes(self) -> Iterable:
-        return self._grid.get_nodes()
 
     # --- recorded traffic ---------------------------------------------------------------------------
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
