@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -56,16 +56,15 @@ from fedrisk.evaluation.metrics import ks_statistic
 from fedrisk.federation.vertical_config import VerticalConfig
 from fedrisk.models.config import TrainConfig
 from fedrisk.models.split import (
-    Coverage,
     EarlyStopping,
     HolderBottom,
     SplitTop,
     StepRequest,
+    VerticalBlocks,
     make_bottom,
+    vertical_blocks,
 )
 from fedrisk.models.training import bce, epoch_batches, make_optimizer
-from fedrisk.parties.preprocessing import HolderPreprocessor
-from fedrisk.parties.table import PartyTable
 
 if TYPE_CHECKING:  # the runner and the config compose this module; importing them here would be circular
     from fedrisk.config import ExperimentConfig
@@ -155,54 +154,6 @@ class LabelLeakageConfig(BaseModel):
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Encoded blocks, as the federated run and its pooled twin build them
-
-
-@dataclass
-class VerticalBlocks:
-    """Every holder's encoded rows for a list of applicants, in roster order, and the coverage maps.
-
-    ``blocks[h]`` holds holder ``h``'s rows for the applicants it knows, in applicant order (its roster);
-    ``coverage[h].pos[i]`` is applicant ``i``'s row in ``blocks[h]`` or -1.
-    """
-
-    blocks: dict[str, np.ndarray]
-    coverage: dict[str, Coverage]
-
-    @property
-    def n_features(self) -> dict[str, int]:
-        return {h: b.shape[1] for h, b in self.blocks.items()}
-
-
-def vertical_blocks(
-    parties: Mapping[str, PartyTable],
-    label_holder: str,
-    applicants: np.ndarray,
-    fit_applicants: np.ndarray,
-    partner_preps: Mapping[str, HolderPreprocessor] | None = None,
-) -> VerticalBlocks:
-    """Encode like `fedrisk.federation.vertical.train_centralized_twin`.
-
-    The label holder's preprocessing is fitted on ``fit_applicants`` (its training rows); a partner's on
-    its whole table (no labels involved), unless ``partner_preps`` gives it already fitted.
-    """
-    blocks, coverage = {}, {}
-    for name, table in parties.items():
-        pos = pd.Index(table.ids).get_indexer(applicants)
-        rows = pos[pos >= 0]
-        if name == label_holder:
-            fit_pos = pd.Index(table.ids).get_indexer(fit_applicants)
-            prep = HolderPreprocessor().fit(table.features.iloc[fit_pos])
-        elif partner_preps is not None and name in partner_preps:
-            prep = partner_preps[name]
-        else:
-            prep = HolderPreprocessor().fit(table.features)
-        blocks[name] = prep.transform(table.features.iloc[rows])
-        roster = np.full(len(applicants), -1, dtype=np.int64)
-        roster[pos >= 0] = np.arange(len(rows))
-        coverage[name] = Coverage(roster)
-    return VerticalBlocks(blocks, coverage)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -69,12 +69,18 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from fedrisk.audit.label_leakage import VerticalBlocks, vertical_blocks
 from fedrisk.evaluation.metrics import ks_statistic
 from fedrisk.federation import privacy
 from fedrisk.models import make_model, train
 from fedrisk.models.config import TrainConfig
-from fedrisk.models.split import SplitModel, fit_twin, make_split_model, predict_twin_logits
+from fedrisk.models.split import (
+    SplitModel,
+    VerticalBlocks,
+    fit_twin,
+    make_split_model,
+    predict_twin_logits,
+    vertical_blocks,
+)
 from fedrisk.models.training import bce, make_optimizer, predict_logits, seed_torch
 from fedrisk.parties.preprocessing import HolderPreprocessor
 from fedrisk.parties.table import PartyTable

@@ -30,9 +30,8 @@ from fedrisk.federation.channel import MessageLog
 from fedrisk.federation.nodes import write_party_table
 from fedrisk.federation.vertical_config import VerticalConfig
 from fedrisk.models.config import TrainConfig
-from fedrisk.models.split import Coverage, fit_twin, make_split_model, predict_twin_logits
+from fedrisk.models.split import fit_twin, make_split_model, predict_twin_logits, vertical_blocks
 from fedrisk.outcome import MethodOutcome, ScoredSet
-from fedrisk.parties.preprocessing import HolderPreprocessor
 from fedrisk.parties.psi import Alignment, align_parties
 from fedrisk.parties.table import PartyTable
 from fedrisk.server.vertical import HISTORY_FILE, LABEL_HOLDER_KEY, PLAN_KEY, RESULT_FILE, Plan
@@ -319,20 +318,9 @@ def train_centralized_twin(
     started = time.perf_counter()
     applicants, labels, bounds = _check_inputs(parties, label_holder, splits, model_kind)
     torch.set_num_threads(train_cfg.num_threads)
-    blocks, coverage = {}, {}
-    for name, table in parties.items():
-        pos = pd.Index(table.ids).get_indexer(applicants)
-        rows = pos[pos >= 0]  # this holder's rows in applicant order = its roster in the twin
-        if name == label_holder:
-            a, b = bounds["train"]
-            prep = HolderPreprocessor().fit(table.features.iloc[pos[a:b]])
-        else:
-            prep = HolderPreprocessor().fit(table.features)
-        blocks[name] = prep.transform(table.features.iloc[rows])
-        roster = np.full(len(applicants), -1, dtype=np.int64)
-        roster[pos >= 0] = np.arange(len(rows))
-        coverage[name] = Coverage(roster)
-    n_features = {h: b.shape[1] for h, b in blocks.items()}
+    a, b = bounds["train"]
+    encoded = vertical_blocks(parties, label_holder, applicants, applicants[a:b])
+    blocks, coverage, n_features = encoded.blocks, encoded.coverage, encoded.n_features
     model = make_split_model(
         model_kind, n_features, label_holder, seed, vcfg.embedding_dim, vcfg.bottom_hidden, vcfg.top_hidden
     )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import auc as area_under_curve
 from sklearn.metrics import roc_curve
@@ -28,6 +29,8 @@ from torch import nn
 
 from fedrisk.models.config import TrainConfig
 from fedrisk.models.training import bce, epoch_batches, make_optimizer
+from fedrisk.parties.preprocessing import HolderPreprocessor
+from fedrisk.parties.table import PartyTable
 
 SplitKind = Literal["logistic", "mlp"]
 
@@ -359,6 +362,56 @@ class Coverage:
             return sel.astype(np.int32), None
         where = np.flatnonzero(covered)
         return sel[where].astype(np.int32), where
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Encoded blocks, as the federated run and its pooled twin build them
+
+
+@dataclass
+class VerticalBlocks:
+    """Every holder's encoded rows for a list of applicants, in roster order, and the coverage maps.
+
+    ``blocks[h]`` holds holder ``h``'s rows for the applicants it knows, in applicant order (its roster);
+    ``coverage[h].pos[i]`` is applicant ``i``'s row in ``blocks[h]`` or -1.
+    """
+
+    blocks: dict[str, np.ndarray]
+    coverage: dict[str, Coverage]
+
+    @property
+    def n_features(self) -> dict[str, int]:
+        return {h: b.shape[1] for h, b in self.blocks.items()}
+
+
+def vertical_blocks(
+    parties: Mapping[str, PartyTable],
+    label_holder: str,
+    applicants: np.ndarray,
+    fit_applicants: np.ndarray,
+    partner_preps: Mapping[str, HolderPreprocessor] | None = None,
+) -> VerticalBlocks:
+    """Encode every holder as the pooled twin does (and the audits that replay it).
+
+    The label holder's preprocessing is fitted on ``fit_applicants`` (its training rows); a partner's on
+    its whole table (no labels involved), unless ``partner_preps`` gives it already fitted.
+    """
+    blocks, coverage = {}, {}
+    for name, table in parties.items():
+        pos = pd.Index(table.ids).get_indexer(applicants)
+        rows = pos[pos >= 0]
+        if name == label_holder:
+            fit_pos = pd.Index(table.ids).get_indexer(fit_applicants)
+            prep = HolderPreprocessor().fit(table.features.iloc[fit_pos])
+        elif partner_preps is not None and name in partner_preps:
+            prep = partner_preps[name]
+        else:
+            prep = HolderPreprocessor().fit(table.features)
+        blocks[name] = prep.transform(table.features.iloc[rows])
+        roster = np.full(len(applicants), -1, dtype=np.int64)
+        roster[pos >= 0] = np.arange(len(rows))
+        coverage[name] = Coverage(roster)
+    return VerticalBlocks(blocks, coverage)
 
 
 # ---------------------------------------------------------------------------------------------------------
