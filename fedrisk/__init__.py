@@ -1,6 +1,6 @@
 """fedrisk: simulate federated learning for SME credit risk on Flower."""
 
-from fedrisk._env import configure_flower_environment
+from fedrisk.core.env import configure_flower_environment
 
 __version__ = "0.1.0"
 

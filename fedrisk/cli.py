@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 
 app = typer.Typer(
     add_completion=False,
@@ -28,7 +28,8 @@ app = typer.Typer(
 console = Console()
 
 SetOption = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config key by its dotted path: --set world.n_firms=20000")
+    list[str] | None,
+    typer.Option("--set", help="Override a config key by its dotted path: --set world.n_firms=20000"),
 ]
 
 
@@ -41,15 +42,21 @@ def _default_out(config_path: Path) -> Path:
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Experiment config (TOML).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Results directory (default: runs/<config>-<time>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Results directory (default: runs/<config>-<time>).")
+    ] = None,
     set_: SetOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Redo a run whose results directory is complete.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo a run whose results directory is complete.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (for CI logs).")] = False,
-    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.md and plots at the end.")] = True,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write report.md and plots at the end.")
+    ] = True,
 ) -> None:
     """Run one experiment (all sweep points and seeds) and print the KS-uplift table."""
-    from fedrisk.config import load_config, sweep_points
-    from fedrisk.runner import run_experiment
+    from fedrisk.config.experiment import load_config, sweep_points
+    from fedrisk.experiment import run_experiment
 
     cfg, raw = load_config(config, set_ or [])
     root = out or _default_out(config)
@@ -73,7 +80,7 @@ def run(
         results = run_experiment(cfg, raw, root, force=force, on_unit_done=done)
     print_summary(results)
     if report:
-        from fedrisk.report import build_report
+        from fedrisk.report.build import build_report
 
         build_report(root)
     console.print(f"results: {root}")
@@ -83,7 +90,8 @@ def run(
 def generate(
     config: Annotated[Path, typer.Argument(help="Experiment config (TOML); its [world] section is used.")],
     out: Annotated[
-        Path, typer.Option("--out", file_okay=False, help="Directory for the holders' tables and manifest.json.")
+        Path,
+        typer.Option("--out", file_okay=False, help="Directory for the holders' tables and manifest.json."),
     ],
     set_: SetOption = None,
     seed: Annotated[
@@ -93,7 +101,7 @@ def generate(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing manifest.")] = False,
 ) -> None:
     """Write each data holder's synthetic table (one file per party) and a manifest."""
-    from fedrisk.config import load_config
+    from fedrisk.config.experiment import load_config
     from fedrisk.export import write_world
 
     cfg, _ = load_config(config, set_ or [])
@@ -104,14 +112,22 @@ def generate(
     for column in ("party", "rows", "features", "label", "file"):
         table.add_column(column)
     for party in manifest["parties"]:
-        table.add_row(party["name"], str(party["rows"]), str(len(party["features"])), party["label"] or "-", party["path"])
+        table.add_row(
+            party["name"],
+            str(party["rows"]),
+            str(len(party["features"])),
+            party["label"] or "-",
+            party["path"],
+        )
     console.print(table)
 
 
 @app.command("report")
-def report_cmd(directory: Annotated[Path, typer.Argument(help="A results directory written by `fedrisk run`.")]) -> None:
+def report_cmd(
+    directory: Annotated[Path, typer.Argument(help="A results directory written by `fedrisk run`.")],
+) -> None:
     """(Re)build report.md and the PNG plots from a results directory."""
-    from fedrisk.report import build_report
+    from fedrisk.report.build import build_report
 
     path = build_report(directory)
     console.print(f"report: {path}")
@@ -182,7 +198,10 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: the results directory is incomplete; run the same command again to resume", file=sys.stderr)
+        print(
+            "interrupted: the results directory is incomplete; run the same command again to resume",
+            file=sys.stderr,
+        )
         sys.exit(130)
     except Exception as exc:  # click's usage errors carry their own exit codes
         import click

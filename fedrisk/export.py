@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from fedrisk import __version__
-from fedrisk.config import ExperimentConfig
-from fedrisk.errors import FedriskError
-from fedrisk.results import atomic_write_bytes, atomic_write_json
+from fedrisk.config.experiment import ExperimentConfig
+from fedrisk.core.errors import FedriskError
+from fedrisk.core.jsonio import atomic_write_bytes, atomic_write_json
 
 ID_COLUMN = "firm_id"
 LABEL_COLUMN = "default_12m"
@@ -30,11 +30,13 @@ def party_frame(table) -> pd.DataFrame:
 
 
 def write_world(config: ExperimentConfig, out: Path, seed: int, file_format: str, force: bool) -> dict:
-    from fedrisk.synthetic import generate_world
+    from fedrisk.data.synthetic import generate_world
 
     manifest_path = out / "manifest.json"
     if manifest_path.exists() and not force:
-        raise FedriskError("--out", f"{out} already holds a generated world", "choose another --out or pass --force")
+        raise FedriskError(
+            "--out", f"{out} already holds a generated world", "choose another --out or pass --force"
+        )
     world = generate_world(config.world, seed)
     out.mkdir(parents=True, exist_ok=True)
     parties = []
@@ -64,7 +66,7 @@ def write_world(config: ExperimentConfig, out: Path, seed: int, file_format: str
         "world": config.world.model_dump(mode="json"),
         "parties": parties,
         "data_config_example": "\n".join(
-            ['[data]', 'source = "tables"']
+            ["[data]", 'source = "tables"']
             + [
                 f'[[data.parties]]\nname = "{p["name"]}"\npath = "{p["path"]}"\nid = "{ID_COLUMN}"'
                 + (f'\nlabel = "{LABEL_COLUMN}"' if p["label"] else "")

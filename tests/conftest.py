@@ -20,7 +20,9 @@ def pytest_configure(config):
     os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
 
 
-def make_vertical_tables(directory: Path, n: int = 4000, seed: int = 0, overlap: float = 0.7) -> dict[str, Path]:
+def make_vertical_tables(
+    directory: Path, n: int = 4000, seed: int = 0, overlap: float = 0.7
+) -> dict[str, Path]:
     """A tiny vertical world on disk: bank (label) + tax (partial overlap), with real signal in both."""
     rng = np.random.default_rng(seed)
     ids = np.array([f"F{i:07d}" for i in range(n)])
@@ -37,8 +39,15 @@ def make_vertical_tables(directory: Path, n: int = 4000, seed: int = 0, overlap:
         }
     )
     known = rng.random(n) < overlap
-    tax = pd.DataFrame({"firm_id": ids[known], "revenue_growth": ops[known] + 0.7 * rng.normal(size=known.sum())})
-    tax = pd.concat([tax, pd.DataFrame({"firm_id": [f"X{i}" for i in range(300)], "revenue_growth": rng.normal(size=300)})])
+    tax = pd.DataFrame(
+        {"firm_id": ids[known], "revenue_growth": ops[known] + 0.7 * rng.normal(size=known.sum())}
+    )
+    tax = pd.concat(
+        [
+            tax,
+            pd.DataFrame({"firm_id": [f"X{i}" for i in range(300)], "revenue_growth": rng.normal(size=300)}),
+        ]
+    )
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"bank": directory / "bank.csv", "tax": directory / "tax.parquet"}
     bank.to_csv(paths["bank"], index=False)

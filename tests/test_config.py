@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from fedrisk.config import ExperimentConfig, load_config, parse_override, point_label, sweep_points
-from fedrisk.errors import FedriskError
+from fedrisk.config.experiment import ExperimentConfig, load_config, parse_override, point_label, sweep_points
+from fedrisk.core.errors import FedriskError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -21,7 +21,9 @@ def test_empty_config_gives_the_default_vertical_experiment(tmp_path):
 
 
 def test_set_overrides_nested_keys_with_toml_values(tmp_path):
-    cfg, _ = load_config(write(tmp_path, "[world]\nn_firms = 5000\n"), ["world.n_firms=20000", "model.kind=mlp"])
+    cfg, _ = load_config(
+        write(tmp_path, "[world]\nn_firms = 5000\n"), ["world.n_firms=20000", "model.kind=mlp"]
+    )
     assert cfg.world.n_firms == 20000 and cfg.model.kind == "mlp"
     assert parse_override("seeds=[1, 2]") == ("seeds", [1, 2])
 

@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import fedrisk.cli as cli
-from fedrisk.config import ExperimentConfig, load_config
-from fedrisk.errors import FedriskError
-from fedrisk.parties.tables import read_frame, table_from_frame
+from fedrisk.config.experiment import ExperimentConfig, load_config
+from fedrisk.core.errors import FedriskError
+from fedrisk.data.tables import read_frame, table_from_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = "seeds = [0]\n[runner]\nworkers = 1\n[evaluation]\nn_bootstrap = 0\n[training]\nepochs = 2\n"

@@ -2,7 +2,7 @@
 
 Runs the same small vertical job (and, with ``--horizontal``, a small horizontal one) twice: once through
 a loopback deployment (SuperLink + one SuperNode per holder on 127.0.0.1, TLS and SuperNode auth, ``flwr
-run``; `fedrisk.deploy.loopback`) and once in-process. Reports, per topology:
+run``; `fedrisk.federation.deploy.loopback`) and once in-process. Reports, per topology:
 
 - ``seconds_per_round``: training seconds per server round (vertical: one round trip to all holders;
   horizontal: one strategy round = fit + evaluate round trips), from the ServerApp's own history;
@@ -11,7 +11,7 @@ run``; `fedrisk.deploy.loopback`) and once in-process. Reports, per topology:
   (every message to a SuperNode is a task and, in Flower 1.41, a fresh ``flwr-clientapp`` process);
 - ``ks``: the test KS of both runs (they must agree).
 
-Also measured: ``clientapp_import_seconds``, a cold ``import fedrisk.deploy.apps`` in a new interpreter,
+Also measured: ``clientapp_import_seconds``, a cold ``import fedrisk.federation.deploy.apps`` in a new interpreter,
 the floor of every task's cost; and the machine's load average, because on a shared machine every number
 above moves with it.
 
@@ -36,10 +36,10 @@ from pathlib import Path
 import flwr
 
 import fedrisk
-from fedrisk.config import validate
+from fedrisk.config.experiment import validate
+from fedrisk.data.setting import build_setting
 from fedrisk.deploy.experiment import SMALL_VERTICAL, compare_outcomes, federated_outcome, seconds_per_round
-from fedrisk.deploy.loopback import LoopbackEngine, LoopbackOptions
-from fedrisk.runner import build_setting
+from fedrisk.federation.deploy.loopback import LoopbackEngine, LoopbackOptions
 
 #: Fixed waits in Flower 1.41's deployment path that no option changes (file: line in site-packages/flwr).
 FLOWER_FIXED_WAITS = {
@@ -51,7 +51,9 @@ FLOWER_FIXED_WAITS = {
 
 def _import_seconds() -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import fedrisk.deploy.apps"], check=True, env=os.environ)
+    subprocess.run(
+        [sys.executable, "-c", "import fedrisk.federation.deploy.apps"], check=True, env=os.environ
+    )
     return time.perf_counter() - start
 
 

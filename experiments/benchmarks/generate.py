@@ -25,7 +25,7 @@ try:
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from fedrisk.synthetic import WorldConfig, generate_world  # noqa: E402
+from fedrisk.data.synthetic import WorldConfig, generate_world  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

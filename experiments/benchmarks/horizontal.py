@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 
 import fedrisk
-from fedrisk.clients.horizontal import get_weights, set_weights
+from fedrisk.config.horizontal import HorizontalConfig
+from fedrisk.data.splits import split_applicants
+from fedrisk.data.synthetic import WorldConfig, generate_world
 from fedrisk.federation.horizontal import run_horizontal, shared_preprocessor
-from fedrisk.federation.horizontal_config import HorizontalConfig
+from fedrisk.federation.horizontal_client import get_weights, set_weights
 from fedrisk.models import TrainConfig, make_model
 from fedrisk.models.training import make_optimizer, run_epochs
-from fedrisk.parties.splits import split_applicants
-from fedrisk.synthetic import WorldConfig, generate_world
 
 
 def make_banks(n_banks: int, rows: int, seed: int) -> tuple[dict, dict]:

@@ -30,7 +30,7 @@ except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
 
 import private_set_intersection.python as psi  # noqa: E402
 
-import fedrisk.parties.psi as psi_mod  # noqa: E402
+import fedrisk.protocol.psi as psi_mod  # noqa: E402
 
 
 def make_ids(n: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:

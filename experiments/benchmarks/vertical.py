@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 import fedrisk
-from fedrisk.evaluation.metrics import ks_statistic
+from fedrisk.config.model import TrainConfig
+from fedrisk.config.vertical import VerticalConfig
+from fedrisk.core.metrics import ks_statistic
+from fedrisk.data.splits import split_applicants
+from fedrisk.data.synthetic import WorldConfig, generate_world
 from fedrisk.federation.vertical import run_vertical, train_centralized_twin
-from fedrisk.federation.vertical_config import VerticalConfig
-from fedrisk.models.config import TrainConfig
-from fedrisk.parties.psi import align_parties
-from fedrisk.parties.splits import split_applicants
-from fedrisk.synthetic import WorldConfig, generate_world
+from fedrisk.protocol.psi import align_parties
 
 TRAINING_KINDS = ("train.vertical_step:step", "train.vertical_step:step+val", "train.vertical_step:val")
 

@@ -27,8 +27,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
 
-    from fedrisk.config import load_config
-    from fedrisk.runner import run_experiment
+    from fedrisk.config.experiment import load_config
+    from fedrisk.experiment import run_experiment
 
     overrides = ["seeds=[0, 1]", "world.n_firms=12000", "evaluation.n_bootstrap=100"] if args.quick else []
     summary = {}
@@ -37,10 +37,20 @@ def main() -> int:
         results = run_experiment(cfg, raw, args.out / name, force=True)
         points = results["sweep"] or [{"point": "base", "assignment": {}, "uplift": results["uplift"]}]
         found = {
-            p["point"]: {"assignment": p["assignment"], "mean": p["uplift"][key]["mean"], "ci": p["uplift"][key]["ci"]}
+            p["point"]: {
+                "assignment": p["assignment"],
+                "mean": p["uplift"][key]["mean"],
+                "ci": p["uplift"][key]["ci"],
+            }
             for p in points
         }
-        summary[name] = {"measure": what, "key": key, "claimed": claimed, "found": found, "complete": results["complete"]}
+        summary[name] = {
+            "measure": what,
+            "key": key,
+            "claimed": claimed,
+            "found": found,
+            "complete": results["complete"],
+        }
         print(f"{name}: {what}: {json.dumps(found)}", flush=True)
     (args.out).mkdir(parents=True, exist_ok=True)
     (args.out / "claims.json").write_text(json.dumps(summary, indent=2))

@@ -24,60 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fedrisk.config.audit import FairnessConfig
 
 # The experiment config composes `FairnessConfig`, so this module is imported by every `fedrisk run`:
 # fairlearn and scikit-learn are imported only when the audit runs.
 if TYPE_CHECKING:  # the runner imports the audits, not the other way round
-    from fedrisk.config import ExperimentConfig
-    from fedrisk.outcome import MethodOutcome
-    from fedrisk.runner import Setting
+    from fedrisk.config.experiment import ExperimentConfig
+    from fedrisk.data.outcome import MethodOutcome
+    from fedrisk.data.setting import Setting
 
 MISSING = "(missing)"
-
-
-class FairnessConfig(BaseModel):
-    """The ``[audit.fairness]`` section.
-
-    Parameters
-    ----------
-    enabled : bool, default=False
-    groups : list of str
-        Label-holder columns to group by (the banks' KYC columns). Numeric columns are cut into quintiles.
-    split : str
-        Which scored split to audit (``test``; ``oot`` when the data has a later cohort).
-    approval_rate : float or None
-        Share of each bank's applicants approved (None = ``evaluation.approval_rate``).
-    min_group_size : int
-        Groups smaller than this are listed but left out of the cross-group differences.
-    gap_group, gap_group_value, gap_reference
-        The gap followed across methods: by default rural vs urban approval rates.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(False, description="Run the group-fairness audit.")
-    groups: list[str] = Field(
-        ["region_type", "sector", "size_class"], min_length=1, description="Label-holder columns to group by."
-    )
-    split: str = Field("test", min_length=1, description="Scored split to audit ('test' or 'oot').")
-    approval_rate: float | None = Field(
-        None, gt=0.0, le=1.0, description="Share approved per bank; empty = evaluation.approval_rate."
-    )
-    min_group_size: int = Field(
-        30, ge=1, description="Smallest group counted in the cross-group differences."
-    )
-    gap_group: str = Field("region_type", description="Column of the followed gap.")
-    gap_group_value: str = Field("rural", description="The group whose gap is followed.")
-    gap_reference: str = Field("urban", description="The group it is compared with.")
-
-    @model_validator(mode="after")
-    def _gap_group_listed(self) -> FairnessConfig:
-        if self.gap_group not in self.groups:
-            raise ValueError(f"gap_group '{self.gap_group}' must be one of groups {self.groups}")
-        if len(set(self.groups)) != len(self.groups):
-            raise ValueError("groups must be distinct")
-        return self
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -87,7 +44,7 @@ class FairnessConfig(BaseModel):
 def approve_safest(p: np.ndarray, approval_rate: float) -> np.ndarray:
     """Boolean decisions: the ``approval_rate`` share with the lowest scores (ties in input order).
 
-    Same rule and rounding as `fedrisk.evaluation.metrics.bad_rate_at_approval`.
+    Same rule and rounding as `fedrisk.core.metrics.bad_rate_at_approval`.
     """
     p = np.asarray(p, dtype=np.float64)
     n_approved = max(1, int(round(approval_rate * len(p))))
@@ -98,7 +55,7 @@ def approve_safest(p: np.ndarray, approval_rate: float) -> np.ndarray:
 
 def _ks(y_true: np.ndarray, y_pred: np.ndarray, score: np.ndarray) -> float:
     y_true = np.asarray(y_true)
-    from fedrisk.evaluation.metrics import ks_statistic
+    from fedrisk.core.metrics import ks_statistic
 
     return ks_statistic(y_true, np.asarray(score)) if 0 < y_true.sum() < len(y_true) else float("nan")
 

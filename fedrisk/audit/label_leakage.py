@@ -11,7 +11,7 @@ into two attacks a passive party can run on what it legitimately receives, and p
 No maintained library ships these attacks or defences for a torch split model; they are a few lines each
 and are written here. The audit reproduces the passive party's exact view: the same split model pieces
 (`fedrisk.models.split`: `HolderBottom` on each holder's side, `SplitTop` on the label holder's), the same
-per-batch exchange as the Flower coordinator (`fedrisk.server.vertical`: embeddings up, gradients down,
+per-batch exchange as the Flower coordinator (`fedrisk.federation.vertical_server`: embeddings up, gradients down,
 snapshot/restore for early stopping), run in one process with a tap on the gradients each partner gets,
 after the defence the label holder applies to them.
 
@@ -42,19 +42,19 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from fedrisk.evaluation.metrics import ks_statistic
-from fedrisk.federation.vertical_config import VerticalConfig
-from fedrisk.models.config import TrainConfig
+from fedrisk.config.audit import DefenceSpec, LabelLeakageConfig
+from fedrisk.config.model import TrainConfig
+from fedrisk.config.vertical import VerticalConfig
+from fedrisk.core.metrics import ks_statistic
 from fedrisk.models.split import (
     EarlyStopping,
     HolderBottom,
@@ -67,8 +67,8 @@ from fedrisk.models.split import (
 from fedrisk.models.training import bce, epoch_batches, make_optimizer
 
 if TYPE_CHECKING:  # the runner and the config compose this module; importing them here would be circular
-    from fedrisk.config import ExperimentConfig
-    from fedrisk.runner import Setting
+    from fedrisk.config.experiment import ExperimentConfig
+    from fedrisk.data.setting import Setting
 
 __all__ = [
     "DefenceSpec",
@@ -80,81 +80,6 @@ __all__ = [
     "norm_leak_auc",
     "vertical_blocks",
 ]
-
-DefenceKind = Literal["none", "noise", "clip", "max_norm"]
-
-
-class DefenceSpec(BaseModel):
-    """One gradient perturbation the label holder applies before sending gradients to partners."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: DefenceKind = Field(
-        "none", description="none | noise (isotropic Gaussian) | clip (norm clipping) | max_norm (Li et al.)."
-    )
-    strength: float = Field(
-        0.0,
-        ge=0.0,
-        description=(
-            "noise: noise norm in units of the batch's largest gradient norm; clip: quantile of the batch's "
-            "gradient norms to clip to (0 = the smallest, <= 1); ignored by none and max_norm."
-        ),
-    )
-
-    @model_validator(mode="after")
-    def _quantile(self) -> DefenceSpec:
-        if self.kind == "clip" and self.strength > 1.0:
-            raise ValueError(
-                f"clip strength is a quantile of the batch's norms, in [0, 1] (got {self.strength})"
-            )
-        return self
-
-    @property
-    def label(self) -> str:
-        return self.kind if self.kind in ("none", "max_norm") else f"{self.kind}={self.strength:g}"
-
-
-def _default_defences() -> list[DefenceSpec]:
-    return [
-        DefenceSpec(kind="none"),
-        DefenceSpec(kind="noise", strength=1.0),
-        DefenceSpec(kind="clip", strength=0.0),
-        DefenceSpec(kind="max_norm"),
-    ]
-
-
-class LabelLeakageConfig(BaseModel):
-    """The label-leakage audit of vertical federation (skipped for horizontal runs)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(False, description="Run the label-leakage audit after each (point, seed).")
-    batch_size: int | None = Field(
-        None,
-        ge=2,
-        description="Applicants per gradient step of the audited run; empty = the federated run's own step size.",
-    )
-    epochs: int | None = Field(
-        None,
-        ge=1,
-        description="Training epochs of the audited run; empty = [training].epochs (early stopping applies).",
-    )
-    max_train_rows: int | None = Field(
-        None,
-        ge=100,
-        description="Cap on training applicants (a random subset) for a cheaper audit; empty = all.",
-    )
-    partners: list[str] | None = Field(
-        None, description="Passive holders to audit; empty = every partner in the run."
-    )
-    defences: list[DefenceSpec] = Field(
-        default_factory=_default_defences,
-        min_length=1,
-        description="Gradient perturbations to compare; 'none' is added first if missing (the KS reference).",
-    )
-
-
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Defences and attacks (Li et al. 2022)

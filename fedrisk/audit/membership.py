@@ -26,7 +26,7 @@ image models), and it is short, so it is written here. The set-up follows the pa
 Results are TPR at low FPR (0.1%, 1%: the paper's point is that average-case AUC hides the examples an
 attacker is sure about), ROC AUC and the membership advantage max(TPR - FPR) (Yeom et al.).
 
-What is attacked, per method (retrained the way `fedrisk.baselines` and the federated drivers train):
+What is attacked, per method (retrained the way `fedrisk.methods.baselines` and the federated drivers train):
 
 * ``siloed``: the label holder's own model on its own columns (horizontal: each bank's own model, every
   firm scored by its bank's model);
@@ -57,22 +57,24 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from fedrisk.evaluation.metrics import ks_statistic
+from fedrisk.config.audit import DPSGDConfig, MembershipConfig, Method
+from fedrisk.config.model import TrainConfig
+from fedrisk.core.metrics import ks_statistic
+from fedrisk.data.preprocessing import HolderPreprocessor
+from fedrisk.data.table import PartyTable
 from fedrisk.federation import privacy
 from fedrisk.models import make_model, train
-from fedrisk.models.config import TrainConfig
 from fedrisk.models.split import (
     SplitModel,
     VerticalBlocks,
@@ -82,12 +84,10 @@ from fedrisk.models.split import (
     vertical_blocks,
 )
 from fedrisk.models.training import bce, make_optimizer, predict_logits, seed_torch
-from fedrisk.parties.preprocessing import HolderPreprocessor
-from fedrisk.parties.table import PartyTable
 
 if TYPE_CHECKING:  # the runner and the config compose this module; importing them here would be circular
-    from fedrisk.config import ExperimentConfig
-    from fedrisk.runner import Setting
+    from fedrisk.config.experiment import ExperimentConfig
+    from fedrisk.data.setting import Setting
 
 __all__ = [
     "DPSGDConfig",
@@ -97,67 +97,6 @@ __all__ = [
     "lira_scores",
     "membership_audit",
 ]
-
-Method = Literal["siloed", "centralized", "federated"]
-
-
-class DPSGDConfig(BaseModel):
-    """The "with DP" retraining of every audited model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="Also attack DP-trained versions of every model.")
-    noise_multiplier: float = Field(
-        1.0,
-        gt=0.0,
-        description="Gaussian noise std over the clipping norm (DP-SGD; server-fixed DP for horizontal).",
-    )
-    target_epsilon: float | None = Field(
-        None,
-        gt=0.0,
-        description="If set, overrides noise_multiplier: the noise is solved so the full epoch budget spends this ε.",
-    )
-    max_grad_norm: float = Field(1.0, gt=0.0, description="Per-example gradient clipping norm (DP-SGD).")
-    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="δ at which ε is reported.")
-
-
-class MembershipConfig(BaseModel):
-    """The membership-inference audit (LiRA, Carlini et al. 2022) of every method's model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(False, description="Run the membership audit after each (point, seed).")
-    methods: list[Method] = Field(
-        ["siloed", "centralized", "federated"], min_length=1, description="Methods whose models are attacked."
-    )
-    n_population: int = Field(
-        2000,
-        ge=20,
-        description="Applicants the attacker samples from (train + test, at random); each model trains on half.",
-    )
-    n_shadow: int = Field(8, ge=2, le=256, description="Shadow models per target (each on a random half).")
-    n_targets: int = Field(
-        4, ge=1, description="Models used in turn as the target (scores pooled; steadier low-FPR TPRs)."
-    )
-    target_fpr: list[float] = Field(
-        [0.001, 0.01], min_length=1, description="False-positive rates at which the attack's TPR is reported."
-    )
-    fix_variance: bool = Field(
-        True, description="One pooled variance for all examples (Carlini et al.'s advice below ~64 shadows)."
-    )
-    dp: DPSGDConfig = Field(default_factory=DPSGDConfig)
-
-    @model_validator(mode="after")
-    def _targets_and_rates(self) -> MembershipConfig:
-        if self.n_targets > self.n_shadow + 1:
-            raise ValueError(
-                f"n_targets ({self.n_targets}) must be at most n_shadow + 1 ({self.n_shadow + 1})"
-            )
-        bad = [f for f in self.target_fpr if not 0.0 < f < 1.0]
-        if bad:
-            raise ValueError(f"target_fpr values must be in (0, 1), got {bad}")
-        return self
-
 
 # ---------------------------------------------------------------------------------------------------------
 # LiRA and the attack metrics
@@ -419,7 +358,7 @@ def _fit_plain(
     X: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, config: ExperimentConfig,
     seed: int, dp: DPSGDConfig | None,
 ) -> tuple[np.ndarray, dict | None]:  # fmt: skip
-    """A `fedrisk.models.make_model` model fitted like `fedrisk.baselines` (or with DP-SGD); logits on ``X``."""
+    """A `fedrisk.models.make_model` model fitted like `fedrisk.methods.baselines` (or with DP-SGD); logits on ``X``."""
     seed_torch(seed)
     m = config.model
     model = make_model(m.kind, X.shape[1], m.hidden, m.dropout)
@@ -552,8 +491,8 @@ def _flower_recipe(
     With DP: the run's own client-level DP section if active, else Flower's server-side fixed clipping
     at ``dp_cfg``'s noise multiplier or target ε (clipping norm ``max_grad_norm``, δ ``delta``).
     """
+    from fedrisk.config.horizontal import DPConfig
     from fedrisk.federation.horizontal import run_horizontal
-    from fedrisk.federation.horizontal_config import DPConfig
 
     hcfg = config.federation.horizontal
     plain = hcfg.model_copy(update={"dp": DPConfig()})

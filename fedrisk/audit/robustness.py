@@ -5,7 +5,7 @@ scorecard, and which Flower aggregation rule limits the damage. The audit reruns
 `run_horizontal` the runner uses, the same world, split and seed) with:
 
 - **poisoning**: the largest ``poisoned_banks`` banks (largest = most weight under FedAvg, the worst case)
-  either poison their model updates through a Flower client mod (`fedrisk.clients.attacks`:
+  either poison their model updates through a Flower client mod (`fedrisk.federation.attacks`:
   ``sign_flip`` sends ``w_global − scale·Δ``, ``scale`` sends ``w_global + scale·Δ``) or train on flipped
   labels (``label_flip``). Each strategy (FedAvg and Flower's robust rules FedMedian, FedTrimmedAvg, Krum,
   MultiKrum) is run clean and attacked; the KS is measured on the honest banks' held-out applicants only.
@@ -27,112 +27,24 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from fedrisk.errors import FedriskError
-from fedrisk.federation.horizontal_config import STRATEGIES, HorizontalConfig
+from fedrisk.config.audit import Attack, RobustnessConfig
+from fedrisk.config.horizontal import MEAN_BASED, HorizontalConfig
+from fedrisk.core.errors import FedriskError
 
 # The experiment config composes `RobustnessConfig`, so this module is imported by every `fedrisk run`:
 # torch, Flower's client side and scikit-learn are imported only when the audit runs.
 if TYPE_CHECKING:  # the runner imports the audits, not the other way round
     from flwr.clientapp.typing import Mod
 
-    from fedrisk.config import ExperimentConfig
+    from fedrisk.config.experiment import ExperimentConfig
+    from fedrisk.data.setting import Setting
+    from fedrisk.data.table import PartyTable
     from fedrisk.federation.horizontal import HorizontalOutcome
-    from fedrisk.parties.table import PartyTable
-    from fedrisk.runner import Setting
-
-ROBUST_NAMES = ("multikrum",)
-"""Strategy names the audit adds to the registry: ``multikrum`` = Flower's Krum with ``num_clients_to_keep``."""
-
-Attack = Literal["sign_flip", "scale", "label_flip"]
-
-
-class RobustnessConfig(BaseModel):
-    """The ``[audit.robustness]`` section.
-
-    Parameters
-    ----------
-    enabled : bool, default=False
-    strategies : list of str
-        Flower strategies to compare, by registry name, plus ``multikrum``.
-    attack : {"sign_flip", "scale", "label_flip"}
-    scale : float
-        Update multiplier of ``sign_flip`` / ``scale``.
-    poisoned_banks : int
-        How many banks attack (the largest by training rows); must stay below half the banks.
-    dropout_fraction : float
-        Share of banks absent from each training round (0 = no dropout run).
-    dropout_secagg : bool
-        Also run the dropout under SecAgg+ (FedAvg), to show which dropout levels it survives.
-    rounds : int or None
-        Rounds of every audit run (None = the experiment's ``federation.horizontal.rounds``).
-    keep : {"best", "last"} or None
-        Which round's model each audit run keeps (None = the experiment's). ``best`` selects by the
-        banks' reported validation loss, which an attacker with flipped labels also poisons; ``last``
-        isolates the aggregation rule.
-    strategy_params : dict
-        Per-strategy Flower parameters overriding the audit's defaults (e.g. ``{"fedtrimmedavg": {"beta": 0.3}}``).
-    max_ks_drop : float
-        The goal: an attacked robust strategy within this much KS (0.02 = 2 points) of its clean run.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(False, description="Run the robustness audit (horizontal topology only).")
-    strategies: list[str] = Field(
-        ["fedavg", "fedmedian", "fedtrimmedavg", "krum", "multikrum"],
-        min_length=1,
-        description="Flower strategies to compare clean vs attacked (registry names, plus 'multikrum').",
-    )
-    attack: Attack = Field(
-        "sign_flip", description="sign_flip | scale (update poisoning) | label_flip (data)."
-    )
-    scale: float = Field(
-        5.0, gt=0.0, le=1e6, description="Update multiplier of the sign_flip and scale attacks."
-    )
-    poisoned_banks: int = Field(
-        1, ge=0, le=49, description="Attacking banks (the largest); 0 = clean runs only."
-    )
-    dropout_fraction: float = Field(
-        0.2, ge=0.0, lt=1.0, description="Share of banks absent from each training round (0 = skip)."
-    )
-    dropout_secagg: bool = Field(True, description="Also run the dropout under SecAgg+ (FedAvg).")
-    rounds: int | None = Field(
-        None, ge=1, le=10_000, description="Rounds per audit run; empty = the experiment's."
-    )
-    keep: Literal["best", "last"] | None = Field(
-        None,
-        description="Round each audit run keeps: 'best' (federated val loss) or 'last'; empty = the experiment's.",
-    )
-    strategy_params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-strategy Flower parameters overriding the audit's defaults."
-    )
-    max_ks_drop: float = Field(
-        0.02, gt=0.0, lt=1.0, description="Goal: attacked KS within this of clean (0.02 = 2 points)."
-    )
-
-    @field_validator("strategies")
-    @classmethod
-    def _known(cls, names: list[str]) -> list[str]:
-        names = [n.lower() for n in names]
-        unknown = [n for n in names if n not in STRATEGIES and n not in ROBUST_NAMES]
-        if unknown:
-            raise ValueError(f"unknown strategies {unknown}; use {', '.join([*STRATEGIES, *ROBUST_NAMES])}")
-        if len(set(names)) != len(names):
-            raise ValueError("strategies must be distinct")
-        return names
-
-    @model_validator(mode="after")
-    def _params_for_listed(self) -> RobustnessConfig:
-        extra = sorted(set(self.strategy_params) - set(self.strategies))
-        if extra:
-            raise ValueError(f"strategy_params for strategies not listed: {extra}")
-        return self
-
 
 # ---------------------------------------------------------------------------------------------------------
 
@@ -205,7 +117,7 @@ def directional_ks(y: np.ndarray, p: np.ndarray) -> float:
 
 def honest_metrics(outcome: HorizontalOutcome, banks: Sequence[str], approval_rate: float) -> dict[str, Any]:
     """Directional KS (the audit's ``ks``), the framework's KS and AUC, averaged over ``banks``' test sets."""
-    from fedrisk.evaluation.metrics import credit_metrics
+    from fedrisk.core.metrics import credit_metrics
 
     sets = {b: outcome.scores[f"{b}/test"] for b in banks}
     per_bank = {b: credit_metrics(s.y, s.p, approval_rate) for b, s in sets.items()}
@@ -249,7 +161,7 @@ def _run(
 
 
 def _attacked_banks(setting: Setting, poisoned: Sequence[str], attack: Attack) -> dict[str, PartyTable]:
-    from fedrisk.clients.attacks import flip_labels
+    from fedrisk.federation.attacks import flip_labels
 
     banks = {name: setting.parties[name] for name in setting.label_holders}
     if attack == "label_flip":
@@ -278,7 +190,7 @@ def robustness_audit(
     """
     if not cfg.enabled:
         return {"enabled": False}
-    from fedrisk.clients.attacks import UpdatePoisoningMod
+    from fedrisk.federation.attacks import UpdatePoisoningMod
     from fedrisk.federation.channel import ClientFailure
 
     if setting.topology != "horizontal":
@@ -361,7 +273,7 @@ def robustness_audit(
 
 
 def _participation(setting: Setting, rounds: int, run_dir: Path) -> dict[str, Any]:
-    from fedrisk.clients.attacks import read_participation
+    from fedrisk.federation.attacks import read_participation
     from fedrisk.federation.horizontal import PARTIES_DIR
 
     names = list(setting.label_holders)
@@ -398,7 +310,7 @@ def dropout_audit(
     banks = {name: setting.parties[name] for name in names}
     approval = config.evaluation.approval_rate
     fraction_fit = 1.0 - cfg.dropout_fraction
-    from fedrisk.clients.attacks import ParticipationLogMod
+    from fedrisk.federation.attacks import ParticipationLogMod
     from fedrisk.federation.channel import ClientFailure
 
     log_mod: list[Mod] = [ParticipationLogMod()]
@@ -438,7 +350,7 @@ def dropout_audit(
             shutil.rmtree(run_dir, ignore_errors=True)
 
     out["dropped"] = dropped_run("dropped", variant(fraction_fit=fraction_fit))
-    if cfg.dropout_secagg and not base.secagg.enabled and STRATEGIES[base.strategy].mean_based:
+    if cfg.dropout_secagg and not base.secagg.enabled and base.strategy in MEAN_BASED:
         secagg = base.secagg.model_copy(update={"enabled": True})
         need = max(3, secagg.num_shares) if isinstance(secagg.num_shares, int) else 3
         out["dropped_secagg"] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from fedrisk.outcome import MethodOutcome
+from fedrisk.data.outcome import MethodOutcome
 
 
 def run_audit(

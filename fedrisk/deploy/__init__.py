@@ -1,9 +1,1 @@
-"""fedrisk on Flower's deployment engine: SuperLink + one SuperNode per holder, started by ``flwr run``.
-
-- `fedrisk.deploy.apps`: the ServerApp/ClientApp that ``[tool.flwr.app.components]`` names; they run the
-  same vertical and horizontal apps as the simulation, chosen by the run config.
-- `fedrisk.deploy.certificates`: a throw-away CA and server certificate for TLS (and SuperNode keys).
-- `fedrisk.deploy.prepare`: each holder's table, the label holder's plan and the run config, from an
-  experiment config; and the outcome from the ServerApp's output directory.
-- `fedrisk.deploy.loopback`: everything on 127.0.0.1, for CI and for trying the deployment path locally.
-"""
+"""``python -m fedrisk.deploy``: run an experiment on Flower's deployment engine (loopback or a real SuperLink)."""

@@ -18,8 +18,8 @@ import signal
 import sys
 from pathlib import Path
 
-from fedrisk.config import ExperimentConfig, load_config, parse_override, set_dotted, validate
-from fedrisk.errors import FedriskError
+from fedrisk.config.experiment import ExperimentConfig, load_config, parse_override, set_dotted, validate
+from fedrisk.core.errors import FedriskError
 
 
 def _config(path: Path | None, sets: list[str]) -> tuple[ExperimentConfig, dict]:
@@ -54,7 +54,7 @@ def _summary(report: dict, root: Path) -> str:
 
 def _loopback(args: argparse.Namespace) -> None:
     from fedrisk.deploy.experiment import run_experiment_on
-    from fedrisk.deploy.loopback import LoopbackEngine, LoopbackOptions
+    from fedrisk.federation.deploy.loopback import LoopbackEngine, LoopbackOptions
 
     config, raw = _config(args.config, args.set)
     root = args.outdir.resolve()
@@ -66,7 +66,7 @@ def _loopback(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from fedrisk.deploy.experiment import run_experiment_on
-    from fedrisk.deploy.remote import ConnectionEngine
+    from fedrisk.federation.deploy.remote import ConnectionEngine
 
     config, raw = load_config(args.config, args.set)
     root = args.out.resolve()
@@ -76,9 +76,9 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _tables(args: argparse.Namespace) -> None:
+    from fedrisk.data.setting import build_setting
     from fedrisk.deploy.experiment import federated_outcome
-    from fedrisk.deploy.remote import Captured, CaptureEngine
-    from fedrisk.runner import build_setting
+    from fedrisk.federation.deploy.remote import Captured, CaptureEngine
 
     config, _ = load_config(args.config, args.set)
     if config.sweep:
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--no-compare", action="store_true", help="skip the in-process reference run")
 
     args = parser.parse_args(argv)
-    from fedrisk.deploy.loopback import DeploymentError
+    from fedrisk.federation.deploy.loopback import DeploymentError
 
     # `kill PID` (a CI timeout) must unwind like Ctrl-C, so the federation's processes are stopped too
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))

@@ -2,7 +2,7 @@
 
 Why not a separate pipeline: the results must be comparable with the simulation's line for line, so the
 runner's own pieces do the work (`build_setting`, `run_method` for the baselines, the drivers through
-`fedrisk.federation.adapters` with the deployment engine as backend, `save_outcome`, `finalize`). The
+`fedrisk.methods.federated` with the deployment engine as backend, `save_outcome`, `finalize`). The
 results directory is the same as ``fedrisk run`` writes (``results.json``, ``metrics.csv``, units), plus:
 
 - ``simulation/units/...``: the federated method again, in-process, on the same setting (``compare``);
@@ -18,19 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fedrisk.config import ExperimentConfig, point_label, sweep_points
-from fedrisk.evaluation.metrics import credit_metrics
-from fedrisk.outcome import MethodOutcome
-from fedrisk.results import atomic_write_json, finished_methods, load_outcome, save_outcome, unit_dir
-from fedrisk.runner import (
-    METHODS,
-    Setting,
-    build_setting,
-    coverage_segments,
-    finalize,
-    prepare_output,
-    run_method,
-)
+from fedrisk.config.experiment import ExperimentConfig, point_label, sweep_points
+from fedrisk.core.jsonio import atomic_write_json
+from fedrisk.core.metrics import credit_metrics
+from fedrisk.data.outcome import MethodOutcome
+from fedrisk.data.setting import Setting, build_setting, coverage_segments
+from fedrisk.evaluation.results import finalize
+from fedrisk.methods.registry import METHODS, run_method
+from fedrisk.runner.loop import prepare_output
+from fedrisk.runner.units import finished_methods, load_outcome, save_outcome, unit_dir
 
 DEPLOYMENT_FILE = "deployment.json"
 SIMULATION_DIR = "simulation"
@@ -52,7 +48,7 @@ def federated_outcome(
     config: ExperimentConfig, setting: Setting, seed: int, workdir: Path, backend
 ) -> MethodOutcome:
     """The federated method through the runner's adapters, on ``backend`` (a name or an `Engine`)."""
-    from fedrisk.federation.adapters import federated_horizontal, federated_vertical
+    from fedrisk.methods.federated import federated_horizontal, federated_vertical
 
     if setting.topology == "vertical":
         return federated_vertical(config, setting, seed, workdir, coverage_segments(setting), backend=backend)

@@ -1,5 +1,5 @@
 """Credit metrics, uplift and confidence intervals."""
 
-from fedrisk.evaluation.metrics import METRICS, credit_metrics, ks_statistic
+from fedrisk.core.metrics import METRICS, credit_metrics, ks_statistic
 
 __all__ = ["METRICS", "credit_metrics", "ks_statistic"]

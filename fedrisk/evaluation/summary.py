@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from fedrisk.evaluation.metrics import (
+from fedrisk.core.metrics import (
     approval_rate_at_bad_rate,
     bad_rate_at_approval,
     credit_metrics,
     population_stability_index,
 )
 from fedrisk.evaluation.uncertainty import bootstrap_ks_auc, summarize
-from fedrisk.outcome import MethodOutcome
+from fedrisk.runner.units import Unit
 
 HEADLINE_SPLIT = "test"
 """The split the contract's numbers are computed on: each label holder's own held-out applicants."""
-
-
-@dataclass
-class Unit:
-    """One finished (sweep point, seed): every method's outcome."""
-
-    point: str
-    assignment: dict
-    seed: int
-    outcomes: dict[str, MethodOutcome]
 
 
 def metric_rows(unit: Unit, approval_rate: float) -> list[dict]:
@@ -42,7 +31,14 @@ def metric_rows(unit: Unit, approval_rate: float) -> list[dict]:
             metrics = credit_metrics(scored.y, scored.p, approval_rate)
             psi = population_stability_index(train_scores, scored.p) if train_scores is not None else np.nan
             rows.append(
-                {**base, "split": split, "n": len(scored.y), "bad_rate": float(np.mean(scored.y)), **metrics, "psi": psi}
+                {
+                    **base,
+                    "split": split,
+                    "n": len(scored.y),
+                    "bad_rate": float(np.mean(scored.y)),
+                    **metrics,
+                    "psi": psi,
+                }
             )
             for segment, mask in scored.segments.items():
                 if mask.sum() == 0:
@@ -127,7 +123,8 @@ def summarize_point(
                 "n_test": int(np.mean([len(s[party][present[0]][0]) for s in per_seed if party in s])),
                 "methods": {
                     m: {
-                        k: summarize(party_values(m, k), party_reps.get(f"{k}:{m}"), level) for k in ("ks", "auc")
+                        k: summarize(party_values(m, k), party_reps.get(f"{k}:{m}"), level)
+                        for k in ("ks", "auc")
                     }
                     for m in present
                 },

@@ -31,7 +31,7 @@ from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 from fedrisk.federation.channel import ClientFailure, MessageLog, RecordingGrid
 from fedrisk.federation.inprocess import InProcessGrid
 from fedrisk.federation.nodes import PARTY_QUERY, discover_parties, party_query_reply
@@ -42,7 +42,7 @@ Backend = Literal["inprocess", "ray"]
 
 
 class Engine(Protocol):
-    """An engine outside this process, e.g. Flower's deployment engine (`fedrisk.deploy.loopback`).
+    """An engine outside this process, e.g. Flower's deployment engine (`fedrisk.federation.deploy.loopback`).
 
     It runs the *packaged* apps (``[tool.flwr.app.components]``, which dispatch to the same apps the
     drivers pass here) with one node per party over ``parties``' tables and ``run_config``, and leaves the

@@ -22,19 +22,19 @@ import numpy as np
 import pandas as pd
 from flwr.clientapp.typing import Mod
 
-from fedrisk.clients.horizontal import bank_files, build_client_app, set_weights
-from fedrisk.errors import FedriskError
+from fedrisk.config.horizontal import HorizontalConfig, HorizontalJob
+from fedrisk.config.model import TrainConfig
+from fedrisk.core.errors import FedriskError
+from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.data.table import PartyTable
 from fedrisk.federation.backends import read_completion, run_federation
-from fedrisk.federation.federated_stats import FederatedPreprocessor, federated_preprocessor
-from fedrisk.federation.horizontal_config import HorizontalConfig, HorizontalJob
+from fedrisk.federation.horizontal_client import bank_files, build_client_app, set_weights
+from fedrisk.federation.horizontal_server import HISTORY_FILE, PREP_FILE, build_server_app, load_global_model
 from fedrisk.federation.nodes import write_party_table
 from fedrisk.federation.privacy import PrivacyBudget, budget_for
-from fedrisk.models.config import TrainConfig
 from fedrisk.models.nets import make_model
 from fedrisk.models.training import predict_proba
-from fedrisk.outcome import MethodOutcome, ScoredSet
-from fedrisk.parties.table import PartyTable
-from fedrisk.server.horizontal import HISTORY_FILE, PREP_FILE, build_server_app, load_global_model
+from fedrisk.protocol.federated_stats import FederatedPreprocessor, federated_preprocessor
 
 SERVER_DIR = "server"
 PARTIES_DIR = "parties"

@@ -30,10 +30,10 @@ import pyarrow.parquet as pq
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedrisk._json import json_default
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
+from fedrisk.core.jsonio import json_default
+from fedrisk.data.table import PartyTable
 from fedrisk.federation.channel import ClientFailure, MessageLog
-from fedrisk.parties.table import PartyTable
 
 ID_COLUMN = "__id__"
 LABEL_COLUMN = "__label__"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import dp_accounting
 from dp_accounting import rdp
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 
 _SIGMA_BRACKET = dp_accounting.ExplicitBracketInterval(1e-3, 1e4)
 

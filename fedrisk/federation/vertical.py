@@ -3,7 +3,7 @@
 `run_vertical` plays each holder's part in order: the label holder aligns with every partner by PSI
 (transcripts go into the message log as external records), writes its private plan (applicants, labels,
 splits, shared ids), every holder's table goes to its own file, and Flower runs the label holder's ServerApp
-(`fedrisk.server.vertical`) with one ClientApp per holder (`fedrisk.clients.vertical`), in-process or under
+(`fedrisk.federation.vertical_server`) with one ClientApp per holder (`fedrisk.federation.vertical_client`), in-process or under
 Ray. Results come back only through files in the run's output directory, as under deployment.
 
 `train_centralized_twin` trains the same split model on pooled rows in one process (same init, same batch
@@ -22,20 +22,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedrisk.clients.vertical import MODEL_KIND_KEY, SEED_KEY, TRAIN_CONFIG_KEY, VERTICAL_CONFIG_KEY
-from fedrisk.clients.vertical import app as client_app
-from fedrisk.errors import FedriskError
+from fedrisk.config.model import TrainConfig
+from fedrisk.config.vertical import VerticalConfig
+from fedrisk.core.errors import FedriskError
+from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.data.table import PartyTable
 from fedrisk.federation.backends import MESSAGE_LOG_FILE, OUTPUT_DIR_KEY, run_federation
 from fedrisk.federation.channel import MessageLog
 from fedrisk.federation.nodes import write_party_table
-from fedrisk.federation.vertical_config import VerticalConfig
-from fedrisk.models.config import TrainConfig
+from fedrisk.federation.vertical_client import MODEL_KIND_KEY, SEED_KEY, TRAIN_CONFIG_KEY, VERTICAL_CONFIG_KEY
+from fedrisk.federation.vertical_client import app as client_app
+from fedrisk.federation.vertical_server import HISTORY_FILE, LABEL_HOLDER_KEY, PLAN_KEY, RESULT_FILE, Plan
+from fedrisk.federation.vertical_server import app as server_app
 from fedrisk.models.split import fit_twin, make_split_model, predict_twin_logits, vertical_blocks
-from fedrisk.outcome import MethodOutcome, ScoredSet
-from fedrisk.parties.psi import Alignment, align_parties
-from fedrisk.parties.table import PartyTable
-from fedrisk.server.vertical import HISTORY_FILE, LABEL_HOLDER_KEY, PLAN_KEY, RESULT_FILE, Plan
-from fedrisk.server.vertical import app as server_app
+from fedrisk.protocol.psi import Alignment, align_parties
 
 __all__ = ["VerticalOutcome", "run_vertical", "train_centralized_twin"]
 

@@ -1,6 +1,6 @@
 """Torch models and the one training routine every method shares."""
 
-from fedrisk.models.config import ModelConfig, TrainConfig
+from fedrisk.config.model import ModelConfig, TrainConfig
 from fedrisk.models.nets import make_model
 from fedrisk.models.training import TrainHistory, epoch_batches, predict_proba, run_epochs, train
 

@@ -27,10 +27,10 @@ from sklearn.metrics import auc as area_under_curve
 from sklearn.metrics import roc_curve
 from torch import nn
 
-from fedrisk.models.config import TrainConfig
+from fedrisk.config.model import TrainConfig
+from fedrisk.data.preprocessing import HolderPreprocessor
+from fedrisk.data.table import PartyTable
 from fedrisk.models.training import bce, epoch_batches, make_optimizer
-from fedrisk.parties.preprocessing import HolderPreprocessor
-from fedrisk.parties.table import PartyTable
 
 SplitKind = Literal["logistic", "mlp"]
 

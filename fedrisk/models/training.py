@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedrisk.models.config import TrainConfig
+from fedrisk.config.model import TrainConfig
 
 
 @dataclass

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from fedrisk.audit.fairness import FairnessConfig, approve_safest, fairness_audit, group_metrics
-from fedrisk.config import validate
-from fedrisk.outcome import MethodOutcome, ScoredSet
-from fedrisk.parties.table import PartyTable
-from fedrisk.runner import Setting
+from fedrisk.config.experiment import validate
+from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.data.setting import Setting
+from fedrisk.data.table import PartyTable
 
 
 def _bank(name: str, ids: list[str], region: list[str], size: list[float]) -> PartyTable:

@@ -25,9 +25,9 @@ from fedrisk.audit.label_leakage import (
     run_tapped_split,
     vertical_blocks,
 )
-from fedrisk.config import ExperimentConfig
+from fedrisk.config.experiment import ExperimentConfig
+from fedrisk.data.setting import build_setting
 from fedrisk.federation.vertical import train_centralized_twin
-from fedrisk.runner import build_setting
 
 
 def small_config(kind: str = "logistic", **world) -> ExperimentConfig:

@@ -25,11 +25,11 @@ from fedrisk.audit.membership import (
     lira_scores,
     membership_audit,
 )
-from fedrisk.config import ExperimentConfig
+from fedrisk.config.experiment import ExperimentConfig
+from fedrisk.config.model import TrainConfig
+from fedrisk.data.setting import build_setting
 from fedrisk.models import make_model
-from fedrisk.models.config import TrainConfig
 from fedrisk.models.split import make_split_model, predict_twin_logits
-from fedrisk.runner import build_setting
 
 
 def test_lira_finds_planted_members_and_nothing_else():

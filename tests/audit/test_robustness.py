@@ -30,10 +30,10 @@ from fedrisk.audit.robustness import (
     dropout_audit,
     robustness_audit,
 )
-from fedrisk.clients.attacks import UpdatePoisoningMod, flip_labels, poison_update
-from fedrisk.config import validate
-from fedrisk.errors import FedriskError
-from fedrisk.runner import build_setting
+from fedrisk.config.experiment import validate
+from fedrisk.core.errors import FedriskError
+from fedrisk.data.setting import build_setting
+from fedrisk.federation.attacks import UpdatePoisoningMod, flip_labels, poison_update
 
 SEED = 0
 

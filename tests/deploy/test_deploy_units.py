@@ -20,15 +20,21 @@ from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import ServerApp
 
 import fedrisk  # noqa: F401 - sets Flower's environment before flwr is imported
-from fedrisk.config import validate
-from fedrisk.deploy import apps
-from fedrisk.deploy.certificates import make_node_keys, make_server_certificates
+from fedrisk.config.experiment import validate
+from fedrisk.data.setting import build_setting
 from fedrisk.deploy.experiment import SMALL_VERTICAL, federated_outcome
-from fedrisk.deploy.loopback import APP_DIR, DeploymentError, free_port, listening_ports, run_config_for_app
-from fedrisk.deploy.remote import Captured, CaptureEngine
 from fedrisk.federation.channel import ClientFailure, MessageLog, RecordingGrid
+from fedrisk.federation.deploy import apps
+from fedrisk.federation.deploy.certificates import make_node_keys, make_server_certificates
+from fedrisk.federation.deploy.loopback import (
+    APP_DIR,
+    DeploymentError,
+    free_port,
+    listening_ports,
+    run_config_for_app,
+)
+from fedrisk.federation.deploy.remote import Captured, CaptureEngine
 from fedrisk.federation.nodes import PARTY_QUERY
-from fedrisk.runner import build_setting
 
 # --- certificates --------------------------------------------------------------------------------------
 
@@ -138,16 +144,16 @@ def test_topology_needs_exactly_one_app_config() -> None:
 def test_pyproject_components_are_the_deploy_apps() -> None:
     app = tomli.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
     assert app["components"] == {
-        "serverapp": "fedrisk.deploy.apps:server_app",
-        "clientapp": "fedrisk.deploy.apps:client_app",
+        "serverapp": "fedrisk.federation.deploy.apps:server_app",
+        "clientapp": "fedrisk.federation.deploy.apps:client_app",
     }
     assert isinstance(apps.server_app, ServerApp)
     assert "federations" not in tomli.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]
 
 
 def test_client_app_answers_the_party_query_for_either_topology(tmp_path: Path) -> None:
-    from fedrisk.federation.horizontal_config import HorizontalConfig, HorizontalJob
-    from fedrisk.models.config import TrainConfig
+    from fedrisk.config.horizontal import HorizontalConfig, HorizontalJob
+    from fedrisk.config.model import TrainConfig
 
     job = HorizontalJob(horizontal=HorizontalConfig(), train=TrainConfig()).model_dump_json()
     for rc in ({"vertical-plan": "/p.npz"}, {"fedrisk-horizontal": job}):

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from fedrisk.config import validate
+from fedrisk.config.experiment import validate
+from fedrisk.data.setting import build_setting
 from fedrisk.deploy.experiment import SMALL_VERTICAL, federated_outcome, run_experiment_on
-from fedrisk.deploy.loopback import (
+from fedrisk.federation.deploy.loopback import (
     DeploymentError,
     LoopbackEngine,
     LoopbackFederation,
@@ -29,7 +30,6 @@ from fedrisk.deploy.loopback import (
     listening_ports,
     tagged_pids,
 )
-from fedrisk.runner import build_setting
 
 pytestmark = pytest.mark.slow
 

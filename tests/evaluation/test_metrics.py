@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fedrisk.evaluation.metrics import (
+from fedrisk.core.metrics import (
     approval_rate_at_bad_rate,
     bad_rate_at_approval,
     credit_metrics,
@@ -27,7 +27,9 @@ def test_perfect_and_inverted_scores():
     y = np.array([0, 0, 0, 1, 1])
     p = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
     m = credit_metrics(y, p)
-    assert m["ks"] == pytest.approx(1.0) and m["auc"] == pytest.approx(1.0) and m["gini"] == pytest.approx(1.0)
+    assert (
+        m["ks"] == pytest.approx(1.0) and m["auc"] == pytest.approx(1.0) and m["gini"] == pytest.approx(1.0)
+    )
     inverted = credit_metrics(y, 1 - p)
     assert inverted["auc"] == pytest.approx(0.0) and inverted["ks"] == pytest.approx(1.0)
 

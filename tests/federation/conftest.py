@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import fedrisk  # noqa: F401 - sets Flower's environment before flwr is imported
+from fedrisk.data.table import PartyTable
 from fedrisk.federation.nodes import clear_table_cache, write_party_table
-from fedrisk.parties.table import PartyTable
 
 W_TRUE = np.array([1.5, -2.0])
 

@@ -5,21 +5,24 @@ from __future__ import annotations
 import pytest
 
 import fedrisk  # noqa: F401  (Flower environment before flwr)
-from fedrisk.config import validate
-from fedrisk.errors import FedriskError
-from fedrisk.federation.horizontal_config import STRATEGIES, HorizontalConfig
+from fedrisk.config.experiment import validate
+from fedrisk.config.horizontal import STRATEGY_NAMES, HorizontalConfig
+from fedrisk.core.errors import FedriskError
+from fedrisk.federation.strategies import check_params
+from fedrisk.methods.registry import preflight
 
 
 def _err(horizontal: dict) -> str:
+    """The one-line error of a config, from the schema or from the pre-run checks (Flower's signatures)."""
     with pytest.raises(FedriskError) as info:
-        validate({"federation": {"horizontal": horizontal}})
+        preflight(validate({"federation": {"horizontal": horizontal}}))
     return str(info.value)
 
 
 def test_unknown_strategy_lists_the_valid_ones():
     message = _err({"strategy": "fedsgd"})
     assert "federation.horizontal.strategy" in message
-    for name in STRATEGIES:
+    for name in STRATEGY_NAMES:
         assert name in message
 
 
@@ -32,7 +35,7 @@ def test_unknown_strategy_parameter_lists_flowers_parameters():
 
 def test_strategy_parameter_types_are_checked():
     assert "proximal_mu" in _err({"strategy": "fedprox", "strategy_params": {"proximal_mu": "strong"}})
-    cfg = HorizontalConfig(strategy="FedProx", strategy_params={"proximal_mu": 1})
+    cfg = check_params(HorizontalConfig(strategy="FedProx", strategy_params={"proximal_mu": 1}))
     assert cfg.strategy == "fedprox" and cfg.strategy_params == {"proximal_mu": 1.0}
 
 

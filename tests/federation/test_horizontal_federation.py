@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 import fedrisk  # noqa: F401
-from fedrisk.clients.horizontal import BankClient
+from fedrisk.config.horizontal import HorizontalConfig
+from fedrisk.config.model import TrainConfig
+from fedrisk.data.splits import split_applicants
+from fedrisk.data.synthetic import WorldConfig, generate_world
 from fedrisk.federation.channel import ClientFailure
 from fedrisk.federation.horizontal import run_horizontal, shared_preprocessor
-from fedrisk.federation.horizontal_config import HorizontalConfig
+from fedrisk.federation.horizontal_client import BankClient
+from fedrisk.federation.horizontal_server import load_round_models, secagg_error_bound
 from fedrisk.federation.privacy import epsilon
-from fedrisk.models.config import TrainConfig
-from fedrisk.parties.splits import split_applicants
-from fedrisk.server.horizontal import load_round_models, secagg_error_bound
-from fedrisk.synthetic import WorldConfig, generate_world
 
 TRAIN = TrainConfig(lr=0.01, batch_size=256)
 

@@ -7,13 +7,13 @@ import pandas as pd
 from sklearn.model_selection import KFold
 
 import fedrisk  # noqa: F401
-from fedrisk.evaluation.metrics import ks_statistic
+from fedrisk.config.horizontal import HorizontalConfig
+from fedrisk.core.metrics import ks_statistic
+from fedrisk.data.splits import split_applicants
+from fedrisk.data.synthetic import WorldConfig, generate_world
 from fedrisk.federation.horizontal import run_horizontal
-from fedrisk.federation.horizontal_config import HorizontalConfig
 from fedrisk.models import TrainConfig, make_model, predict_proba, train
 from fedrisk.models.training import seed_torch
-from fedrisk.parties.splits import split_applicants
-from fedrisk.synthetic import WorldConfig, generate_world
 
 
 def _rows(prep, banks, splits, split):

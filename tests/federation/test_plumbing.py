@@ -25,7 +25,7 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid, ServerApp
 
 import fedrisk  # noqa: F401 - before flwr
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 from fedrisk.federation.backends import (
     COMPLETION_MARKER,
     MESSAGE_LOG_FILE,

@@ -17,20 +17,20 @@ import pytest
 import torch
 
 import fedrisk  # noqa: F401 - sets Flower's environment before flwr is imported
-from fedrisk.baselines import siloed_vertical
-from fedrisk.clients.vertical import from_array
-from fedrisk.errors import FedriskError
-from fedrisk.evaluation.metrics import ks_statistic
+from fedrisk.config.model import ModelConfig, TrainConfig
+from fedrisk.config.vertical import VerticalConfig
+from fedrisk.core.errors import FedriskError
+from fedrisk.core.metrics import ks_statistic
+from fedrisk.data.splits import split_applicants
+from fedrisk.data.synthetic import WorldConfig, generate_world
+from fedrisk.data.table import PartyTable
 from fedrisk.evaluation.uncertainty import bootstrap_ks_auc
 from fedrisk.federation.channel import RecordingGrid
 from fedrisk.federation.vertical import run_vertical, train_centralized_twin
-from fedrisk.federation.vertical_config import VerticalConfig
-from fedrisk.models.config import ModelConfig, TrainConfig
+from fedrisk.federation.vertical_client import from_array
+from fedrisk.methods.baselines import siloed_vertical
 from fedrisk.models.split import HolderBottom, StepRequest, make_bottom
-from fedrisk.parties.psi import Alignment
-from fedrisk.parties.splits import split_applicants
-from fedrisk.parties.table import PartyTable
-from fedrisk.synthetic import WorldConfig, generate_world
+from fedrisk.protocol.psi import Alignment
 
 LABEL_HOLDER = "bank"
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import fedrisk  # noqa: F401 - sets Flower's environment before flwr is imported
+from fedrisk.config.model import TrainConfig
+from fedrisk.config.vertical import VerticalConfig
+from fedrisk.data.splits import split_applicants
+from fedrisk.data.synthetic import WorldConfig, generate_world
 from fedrisk.federation.nodes import PARTY_QUERY
 from fedrisk.federation.vertical import run_vertical
-from fedrisk.federation.vertical_config import VerticalConfig
-from fedrisk.models.config import TrainConfig
-from fedrisk.parties.psi import align_parties
-from fedrisk.parties.splits import split_applicants
-from fedrisk.synthetic import WorldConfig, generate_world
+from fedrisk.protocol.psi import align_parties
 
 
 @pytest.mark.slow

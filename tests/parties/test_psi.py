@@ -6,9 +6,9 @@ import numpy as np
 import private_set_intersection.python as psi
 import pytest
 
-import fedrisk.parties.psi as psi_mod
-from fedrisk.errors import FedriskError
-from fedrisk.parties.psi import (
+import fedrisk.protocol.psi as psi_mod
+from fedrisk.core.errors import FedriskError
+from fedrisk.protocol.psi import (
     DEFAULT_FPR,
     GCS_HASH_RANGE_LIMIT,
     GCS_MAX_FPR,

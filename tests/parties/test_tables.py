@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedrisk.errors import FedriskError
-from fedrisk.parties.tables import load_tables
+from fedrisk.core.errors import FedriskError
+from fedrisk.data.tables import load_tables
 
 
 class Src:
@@ -14,7 +14,11 @@ class Src:
 
 
 def frame(n=50, **extra):
-    data = {"firm_id": [f"F{i}" for i in range(n)], "x": np.arange(n, dtype=float), "default": [i % 2 for i in range(n)]}
+    data = {
+        "firm_id": [f"F{i}" for i in range(n)],
+        "x": np.arange(n, dtype=float),
+        "default": [i % 2 for i in range(n)],
+    }
     data.update(extra)
     return pd.DataFrame(data)
 
@@ -23,7 +27,9 @@ def test_reads_csv_and_parquet_with_types(tmp_path):
     f = frame(cat=["a", "b"] * 25)
     f.to_csv(tmp_path / "bank.csv", index=False)
     f.drop(columns="default").to_parquet(tmp_path / "tax.parquet")
-    tables = load_tables([Src("bank", tmp_path / "bank.csv", label="default"), Src("tax", tmp_path / "tax.parquet")])
+    tables = load_tables(
+        [Src("bank", tmp_path / "bank.csv", label="default"), Src("tax", tmp_path / "tax.parquet")]
+    )
     bank = tables["bank"]
     assert bank.label.tolist() == [i % 2 for i in range(50)]
     assert list(bank.features.columns) == ["x", "cat"]

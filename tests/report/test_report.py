@@ -17,14 +17,16 @@ import pytest
 from matplotlib.collections import LineCollection
 from matplotlib.container import BarContainer
 
-from fedrisk import plots
-from fedrisk.config import ExperimentConfig, point_label
-from fedrisk.errors import FedriskError
-from fedrisk.evaluation.metrics import ks_statistic
-from fedrisk.outcome import MethodOutcome, ScoredSet
-from fedrisk.report import build_report, fmt_ci, fmt_pct_ci, human_bytes, human_seconds
-from fedrisk.results import atomic_write_json, fingerprint, save_outcome, unit_dir
-from fedrisk.runner import METHODS, finalize
+from fedrisk.config.experiment import ExperimentConfig, point_label
+from fedrisk.core.errors import FedriskError
+from fedrisk.core.jsonio import atomic_write_json, fingerprint
+from fedrisk.core.metrics import ks_statistic
+from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.evaluation.results import finalize
+from fedrisk.methods.registry import METHODS
+from fedrisk.report import plots
+from fedrisk.report.build import build_report, fmt_ci, fmt_pct_ci, human_bytes, human_seconds
+from fedrisk.runner.units import save_outcome, unit_dir
 
 STRENGTH = {"siloed": 0.8, "federated": 1.4, "centralized": 1.8}
 EPS_KEY = "federation.horizontal.dp.target_epsilon"
@@ -340,11 +342,13 @@ def test_every_saved_figure_has_the_caption(vertical_dir: Path) -> None:
 
 
 def test_audit_section_lists_every_number_of_the_first_seed():
-    from fedrisk.report import _audits
+    from fedrisk.report.build import _audits
 
     audits = {
         "label_leakage": {
-            "seed=0": {"partners": {"tax": {"none": {"norm_auc": 0.98}, "noise": {"norm_auc": 0.6, "ks_cost": 0.02}}}},
+            "seed=0": {
+                "partners": {"tax": {"none": {"norm_auc": 0.98}, "noise": {"norm_auc": 0.6, "ks_cost": 0.02}}}
+            },
             "seed=1": {"partners": {"tax": {"none": {"norm_auc": 0.5}}}},
         }
     }

@@ -31,7 +31,9 @@ def test_cli_vertical_run_conforms_to_the_contract(tmp_path):
     assert len(metrics.query("split == 'test'")) == 2 * 3
     assert (out / "report.md").exists()
     if CONTRACT_CHECK.exists():
-        check = subprocess.run([sys.executable, str(CONTRACT_CHECK), str(out)], capture_output=True, text=True)
+        check = subprocess.run(
+            [sys.executable, str(CONTRACT_CHECK), str(out)], capture_output=True, text=True
+        )
         assert check.returncode == 0, check.stdout + check.stderr
     # a second run into the same finished directory is refused, and leaves it intact
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedrisk.config import load_config
-from fedrisk.runner import run_experiment
-from fedrisk.synthetic import WorldConfig, generate_world
+from fedrisk.config.experiment import load_config
+from fedrisk.data.synthetic import WorldConfig, generate_world
+from fedrisk.experiment import run_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,9 +30,13 @@ def test_generate_writes_each_holder_and_the_tables_run_back(tmp_path):
         frame = pd.read_parquet(out / party["path"])
         table = world.parties[party["name"]]
         assert len(frame) == party["rows"] == table.n_rows
-        assert frame["firm_id"].tolist() == list(table.ids)  # the same world, byte for byte, as the seed gives
+        assert frame["firm_id"].tolist() == list(
+            table.ids
+        )  # the same world, byte for byte, as the seed gives
         assert ("default_12m" in frame) == (party["name"] == "bank")
-    np.testing.assert_array_equal(pd.read_parquet(out / "bank.parquet")["default_12m"], world.parties["bank"].label)
+    np.testing.assert_array_equal(
+        pd.read_parquet(out / "bank.parquet")["default_12m"], world.parties["bank"].label
+    )
 
     # the manifest's [data] block, as a config, runs the baselines on the written tables
     config = out / "tables.toml"

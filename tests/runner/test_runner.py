@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedrisk import runner
-from fedrisk.config import load_config
-from fedrisk.errors import FedriskError
-from fedrisk.runner import run_experiment
+from fedrisk.config.experiment import load_config
+from fedrisk.core.errors import FedriskError
+from fedrisk.experiment import run_experiment
+from fedrisk.runner import loop as runner
 
 BASELINES = ("siloed", "centralized")
 CONTRACT_CHECK = Path(__file__).resolve().parents[3] / "shared" / "checks" / "contract_check.py"
@@ -78,28 +78,49 @@ def test_interrupted_run_resumes_without_redoing_finished_units(vertical_tables,
 
 
 def test_two_labelled_parties_is_not_vertical(vertical_tables):
-    text = (vertical_tables / "config.toml").read_text().replace('id = "firm_id"\n\n[training]', 'id = "firm_id"\nlabel = "revenue_growth"\n\n[training]')
-    (vertical_tables / "config.toml").write_text(text.replace('name = "tiny_vertical"', 'name = "x"\ntopology = "vertical"'))
+    text = (
+        (vertical_tables / "config.toml")
+        .read_text()
+        .replace('id = "firm_id"\n\n[training]', 'id = "firm_id"\nlabel = "revenue_growth"\n\n[training]')
+    )
+    (vertical_tables / "config.toml").write_text(
+        text.replace('name = "tiny_vertical"', 'name = "x"\ntopology = "vertical"')
+    )
     cfg, raw = load_config(vertical_tables / "config.toml")
     with pytest.raises(FedriskError, match="label"):
         run_experiment(cfg, raw, vertical_tables / "out", methods=BASELINES)
 
 
 def test_cli_bad_input_is_one_line_without_traceback(vertical_tables):
-    env_cmd = [sys.executable, "-m", "fedrisk", "run", str(vertical_tables / "config.toml"), "--set", "world.default_rate=1.5"]
+    env_cmd = [
+        sys.executable,
+        "-m",
+        "fedrisk",
+        "run",
+        str(vertical_tables / "config.toml"),
+        "--set",
+        "world.default_rate=1.5",
+    ]
     proc = subprocess.run(env_cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr and "world.default_rate" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     missing = subprocess.run(
-        [sys.executable, "-m", "fedrisk", "run", str(vertical_tables / "nope.toml")], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "fedrisk", "run", str(vertical_tables / "nope.toml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert missing.returncode != 0 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
+    assert (
+        missing.returncode != 0 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
+    )
 
 
 def test_reference_models_add_sklearn_rows(vertical_tables):
     cfg, raw = load_config(vertical_tables / "config.toml", ["evaluation.reference_models=true", "seeds=[0]"])
-    results = run_experiment(cfg, raw, vertical_tables / "ref", methods=("siloed", "pooled_sklearn_lr", "pooled_hgb"))
+    results = run_experiment(
+        cfg, raw, vertical_tables / "ref", methods=("siloed", "pooled_sklearn_lr", "pooled_hgb")
+    )
     assert results["complete"]
     ks = {m: results["methods"][m]["ks"]["mean"] for m in results["methods"]}
     # scikit-learn's pooled LR sees the tax signal the bank lacks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedrisk.synthetic import World, WorldConfig, generate_world
+from fedrisk.data.synthetic import World, WorldConfig, generate_world
 
 
 @pytest.fixture(scope="session")

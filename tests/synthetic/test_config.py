@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from fedrisk.synthetic import WorldConfig
+from fedrisk.data.synthetic import WorldConfig
 
 
 @pytest.mark.parametrize(

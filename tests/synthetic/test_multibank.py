@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedrisk.errors import FedriskError
-from fedrisk.synthetic import World, WorldConfig, generate_world
+from fedrisk.core.errors import FedriskError
+from fedrisk.data.synthetic import World, WorldConfig, generate_world
 
 
 def _bank_tables(world: World):

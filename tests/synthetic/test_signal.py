@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from fedrisk.synthetic import World
+from fedrisk.data.synthetic import World
 
 
 def _ks(y: np.ndarray, score: np.ndarray) -> float:

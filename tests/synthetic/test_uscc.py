@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedrisk.synthetic.traits import PROVINCE_NAMES, PROVINCES
-from fedrisk.synthetic.uscc import ALPHABET, is_valid_uscc, make_uscc
+from fedrisk.data.synthetic.traits import PROVINCE_NAMES, PROVINCES
+from fedrisk.data.synthetic.uscc import ALPHABET, is_valid_uscc, make_uscc
 
 # published codes of real companies (the Xiaomi one is quoted in several USCC validators' docs)
 REAL_CODES = ["91110108551385082Q", "91110000600037341L"]

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fedrisk.parties import PartyTable
-from fedrisk.synthetic import World, WorldConfig, generate_world
-from fedrisk.synthetic.bank_view import KYC_FEATURES
+from fedrisk.data import PartyTable
+from fedrisk.data.synthetic import World, WorldConfig, generate_world
+from fedrisk.data.synthetic.bank_view import KYC_FEATURES
 
 SMALL = WorldConfig(n_firms=3_000)
 

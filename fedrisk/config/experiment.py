@@ -1,0 +1,297 @@
+"""The experiment config: one TOML file, validated once at the edge into typed objects.
+
+Each section's model lives beside the code that uses it (``WorldConfig`` in ``fedrisk.data.synthetic``,
+``VerticalConfig``/``HorizontalConfig`` in ``fedrisk.federation``); this module composes them, applies
+``--set`` overrides and sweep points, and turns pydantic's errors into one line that names the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedrisk.config.audit import AuditConfig
+from fedrisk.config.horizontal import HorizontalConfig
+from fedrisk.config.model import ModelConfig, TrainConfig
+from fedrisk.config.vertical import VerticalConfig
+from fedrisk.config.world import WorldConfig
+from fedrisk.core.errors import FedriskError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PartySource(_Section):
+    """One holder's real table (CSV or Parquet)."""
+
+    name: str = Field(description="The holder's name (e.g. 'bank', 'tax'); unique.")
+    path: Path = Field(description="CSV or Parquet file, relative to the config file.")
+    id: str = Field("firm_id", description="Column with the firm identifier shared across holders.")
+    label: str | None = Field(None, description="Binary 0/1 outcome column; only label holders have one.")
+
+
+class DataConfig(_Section):
+    """Where the parties' tables come from."""
+
+    source: Literal["synthetic", "tables"] = Field(
+        "synthetic", description="'synthetic' (the [world] generator) or 'tables' (one file per party)."
+    )
+    parties: list[PartySource] = Field(default_factory=list, description="The tables when source = 'tables'.")
+    partners: list[str] | None = Field(
+        None,
+        description="Vertical: which non-label holders join (e.g. ['tax']); None = all. Sweep it to add holders one at a time.",
+    )
+
+    @model_validator(mode="after")
+    def _parties_match_source(self) -> DataConfig:
+        if self.source == "tables" and not self.parties:
+            raise ValueError("source = 'tables' needs at least one [[data.parties]] entry")
+        names = [p.name for p in self.parties]
+        if len(set(names)) != len(names):
+            raise ValueError(f"party names must be unique (got {names})")
+        return self
+
+
+class SplitConfig(_Section):
+    """How the label holder splits its applicants (every method is scored on the same test applicants)."""
+
+    test_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="Share of applicants held out for testing.")
+    val_fraction: float = Field(
+        0.15, gt=0.0, lt=1.0, description="Share of the remaining applicants for early stopping and tuning."
+    )
+    out_of_time: bool = Field(
+        True, description="Score the later cohort (if the data has one) as a separate 'oot' test split."
+    )
+
+
+class FederationConfig(_Section):
+    """How federated training runs."""
+
+    backend: Literal["inprocess", "ray"] = Field(
+        "inprocess",
+        description="'inprocess' (Flower apps called directly: fast) or 'ray' (Flower's simulation engine).",
+    )
+    vertical: VerticalConfig = Field(default_factory=VerticalConfig)
+    horizontal: HorizontalConfig = Field(default_factory=HorizontalConfig)
+
+
+class EvaluationConfig(_Section):
+    """Metrics and confidence intervals."""
+
+    approval_rate: float = Field(
+        0.8, gt=0.0, le=1.0, description="Approval rate at which the bad rate among approved is reported."
+    )
+    n_bootstrap: int = Field(
+        400, ge=0, le=100_000, description="Bootstrap replicates for confidence intervals."
+    )
+    ci_level: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of every interval.")
+    reference_models: bool = Field(
+        False, description="Also fit scikit-learn LogisticRegression/HistGradientBoosting on pooled data."
+    )
+
+
+class RunnerConfig(_Section):
+    """How the runner schedules work."""
+
+    workers: int = Field(
+        2, ge=1, le=64, description="Parallel worker processes for independent (point, seed) units."
+    )
+    flower_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Level of Flower's own log (INFO prints every round of every federated run)."
+    )
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment. Every section is optional; defaults give the vertical KS-uplift experiment."""
+
+    name: str = Field("experiment", description="Name used for the results directory.")
+    topology: Literal["auto", "vertical", "horizontal"] = Field(
+        "auto",
+        description="'auto' follows the data: one bank (one labelled table) -> vertical, several -> horizontal.",
+    )
+    seeds: list[int] = Field(
+        [0, 1, 2, 3, 4], min_length=1, description="Seeds; each gives a new world and split."
+    )
+    world: WorldConfig = Field(default_factory=WorldConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainConfig = Field(default_factory=TrainConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Grid to vary: dotted key -> list of values, e.g. 'world.supply_chain.coverage' = [0.2, 0.6].",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        if any(not 0 <= s < 2**32 for s in seeds):  # numpy's and scikit-learn's seed range
+            raise ValueError("seeds must be integers in [0, 4294967295]")
+        return seeds
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading, overrides, sweeps
+
+
+def read_toml(path: Path) -> dict:
+    if not path.exists():
+        raise FedriskError("CONFIG", f"file not found: {path}", "pass the path of an experiment TOML file")
+    if path.is_dir():
+        raise FedriskError("CONFIG", f"{path} is a directory", "pass the path of an experiment TOML file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise FedriskError("CONFIG", f"{path} is not valid TOML ({exc})", "fix the TOML syntax") from None
+    except UnicodeDecodeError:
+        raise FedriskError("CONFIG", f"{path} is not UTF-8 text", "save the config as UTF-8 TOML") from None
+    except OSError as exc:
+        raise FedriskError(
+            "CONFIG", f"cannot read {path} ({exc.strerror})", "check the file's permissions"
+        ) from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"federation.rounds=5"`` -> ``("federation.rounds", 5)``; values are TOML, else plain strings."""
+    if "=" not in text:
+        raise FedriskError("--set", f"{text!r} is not KEY=VALUE", "write e.g. --set world.n_firms=20000")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise FedriskError("--set", f"{text!r} has an empty key", "write e.g. --set world.n_firms=20000")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise FedriskError(key, f"'{part}' is a value, not a section", "check the dotted key")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(data: dict, source: str = "config") -> ExperimentConfig:
+    """Validate a raw dict, turning the first pydantic error into a one-line `FedriskError`."""
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _to_fedrisk_error(exc, source) from None
+
+
+def _to_fedrisk_error(exc: ValidationError, source: str) -> FedriskError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or source
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        section = _section_for(err["loc"][:-1])
+        valid = sorted(section.model_fields) if section is not None else []
+        return FedriskError(field, "unknown key", f"remove it or use one of: {', '.join(valid)}")
+    given = err.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return FedriskError(field, f"{err['msg']}{shown}", "see the config reference in the README")
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        info = model.model_fields.get(str(part))
+        annotation = getattr(info, "annotation", None) if info else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return model if info is None else None
+    return model
+
+
+def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[ExperimentConfig, dict]:
+    """Read, override and validate; returns the config and the raw (overridden) dict it came from."""
+    data = read_toml(path)
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(data, key, value)
+    config = validate(data, str(path))
+    config = _resolve_paths(config, path.parent)
+    for key in config.sweep:
+        _check_sweep_key(data, key)
+    return config, data
+
+
+def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
+    for party in config.data.parties:
+        if not party.path.is_absolute():
+            party.path = (base / party.path).resolve()
+    return config
+
+
+def _check_sweep_key(data: dict, key: str) -> None:
+    if key.split(".")[0] in ("sweep", "seeds", "name"):
+        raise FedriskError(
+            f"sweep.{key}", "cannot be swept", "sweep model, world, training or federation keys"
+        )
+    values = data["sweep"][key]
+    if not isinstance(values, list) or not values:
+        raise FedriskError(f"sweep.{key}", "needs a non-empty list of values", f'write "{key}" = [v1, v2]')
+    for value in values:
+        probe = copy.deepcopy(data)
+        probe.pop("sweep", None)
+        set_dotted(probe, key, value)
+        try:
+            ExperimentConfig.model_validate(probe)
+        except ValidationError as exc:
+            inner = _to_fedrisk_error(exc, key)
+            raise FedriskError(
+                f"sweep.{key}", f"value {value!r} is invalid ({inner})", "fix the sweep values"
+            ) from None
+
+
+def sweep_points(config: ExperimentConfig, raw: dict) -> list[tuple[dict[str, Any], ExperimentConfig]]:
+    """Every grid point as (its assignments, the config with them applied); one point when no sweep."""
+    if not config.sweep:
+        return [({}, config)]
+    keys = list(config.sweep)
+    points = []
+    for values in itertools.product(*(config.sweep[k] for k in keys)):
+        data = copy.deepcopy(raw)
+        data.pop("sweep", None)
+        assignment = dict(zip(keys, values, strict=True))
+        for key, value in assignment.items():
+            set_dotted(data, key, value)
+        point = ExperimentConfig.model_validate(data)
+        for party, resolved in zip(point.data.parties, config.data.parties, strict=True):
+            party.path = resolved.path
+        points.append((assignment, point))
+    return points
+
+
+def point_label(assignment: dict[str, Any]) -> str:
+    """A short, filesystem-safe name for a sweep point (``"base"`` when nothing is swept)."""
+    if not assignment:
+        return "base"
+
+    def text(value: Any) -> str:
+        return "+".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    parts = [f"{k.split('.')[-1]}={text(v)}" for k, v in assignment.items()]
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "__".join(parts))

@@ -1,0 +1,133 @@
+"""Who holds what in one unit of work: the parties' tables, the topology and the label holders' splits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedrisk.config import ExperimentConfig
+from fedrisk.core.errors import FedriskError
+from fedrisk.data.table import PartyTable
+
+# ---------------------------------------------------------------------------------------------------------
+# Parties and topology
+
+
+@dataclass
+class Setting:
+    """Who holds what in one unit: the tables, the topology and the label holders' splits."""
+
+    topology: str
+    parties: dict[str, PartyTable]
+    label_holders: list[str]
+    splits: dict[str, dict[str, np.ndarray]]
+
+
+def build_parties(config: ExperimentConfig, seed: int) -> dict[str, PartyTable]:
+    if config.data.source == "tables":
+        from fedrisk.data.tables import load_tables
+
+        return load_tables(config.data.parties)
+    from fedrisk.data.synthetic import generate_world
+
+    return generate_world(config.world, seed).parties
+
+
+def resolve_topology(config: ExperimentConfig, parties: Mapping[str, PartyTable]) -> tuple[str, list[str]]:
+    """Vertical: exactly one labelled party. Horizontal: several labelled parties with the same columns."""
+    labelled = [name for name, t in parties.items() if t.has_label]
+    if not labelled:
+        raise FedriskError(
+            "data.parties", "no party has a label", "set label = '<column>' on the label holder"
+        )
+    topology = config.topology
+    if topology == "auto":
+        topology = "vertical" if len(labelled) == 1 else "horizontal"
+    if topology == "vertical":
+        if len(labelled) != 1:
+            raise FedriskError(
+                "data.parties",
+                f"vertical federation needs exactly one labelled party (got {len(labelled)}: {', '.join(labelled)})",
+                "keep the label on the label holder only, or set topology = 'horizontal'",
+            )
+        if len(parties) < 2 and config.data.partners is None:
+            raise FedriskError(
+                "data.parties", "vertical federation needs at least one partner", "add a partner's table"
+            )
+        return topology, labelled
+    if len(labelled) < 2:
+        raise FedriskError(
+            "topology",
+            "horizontal federation needs at least two labelled parties",
+            "add banks or use 'vertical'",
+        )
+    reference = list(parties[labelled[0]].features.columns)
+    for name in labelled[1:]:
+        columns = list(parties[name].features.columns)
+        if sorted(columns) != sorted(reference):
+            missing = sorted(set(reference) - set(columns))[:5]
+            extra = sorted(set(columns) - set(reference))[:5]
+            raise FedriskError(
+                f"data.parties.{name}",
+                f"feature columns differ from '{labelled[0]}' (missing {missing}, extra {extra})",
+                "horizontal federation needs the same feature columns at every bank",
+            )
+    return topology, labelled
+
+
+def build_setting(config: ExperimentConfig, seed: int) -> Setting:
+    from fedrisk.data.splits import split_applicants
+
+    parties = build_parties(config, seed)
+    topology, label_holders = resolve_topology(config, parties)
+    if topology == "vertical" and config.data.partners is not None:
+        unknown = sorted(set(config.data.partners) - set(parties))
+        if unknown:
+            raise FedriskError(
+                "data.partners",
+                f"unknown holders {unknown}",
+                f"choose from {sorted(set(parties) - set(label_holders))}",
+            )
+        keep = set(label_holders) | set(config.data.partners)
+        parties = {name: table for name, table in parties.items() if name in keep}
+    s = config.split
+    splits = {
+        name: split_applicants(parties[name], s.test_fraction, s.val_fraction, seed, s.out_of_time)
+        for name in label_holders
+    }
+    if topology == "horizontal":
+        parties = {name: parties[name] for name in label_holders}
+    else:  # a partner that knows none of the training applicants has nothing to train on (wrong id column?)
+        holder = label_holders[0]
+        for name, table in parties.items():
+            if name != holder and not np.isin(splits[holder]["train"], table.ids).any():
+                raise FedriskError(
+                    f"data.parties.{name}.id",
+                    f"no id in common with {holder}'s training applicants "
+                    f"(e.g. {table.ids[0]!r} vs {splits[holder]['train'][0]!r})",
+                    "check the id column and that ids are written the same way in both tables",
+                )
+    return Setting(topology, parties, label_holders, splits)
+
+
+# ---------------------------------------------------------------------------------------------------------
+def coverage_segments(setting: Setting) -> dict[str, dict[str, np.ndarray]]:
+    """For vertical runs: which test applicants each partner knows (KS is reported for both groups)."""
+    if setting.topology != "vertical":
+        return {}
+    holder = setting.label_holders[0]
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for split, ids in setting.splits[holder].items():
+        if split in ("train", "val"):
+            continue
+        masks = {}
+        for name, table in setting.parties.items():
+            if name == holder:
+                continue
+            known = np.isin(ids, table.ids)
+            masks[f"covered_by_{name}"] = known
+            masks[f"uncovered_by_{name}"] = ~known
+        out[split] = masks
+    return out

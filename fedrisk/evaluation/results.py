@@ -1,0 +1,96 @@
+"""From the runner's finished units to the results directory's summary: metrics.csv, history.csv, results.json."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedrisk import __version__
+from fedrisk.config import ExperimentConfig, point_label
+from fedrisk.core.jsonio import atomic_write_bytes, atomic_write_json
+from fedrisk.evaluation.summary import Unit, metric_rows, summarize_point
+from fedrisk.runner.loop import load_audits, load_units
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def finalize(
+    root: Path, config: ExperimentConfig, points, methods: tuple[str, ...], session_seconds: float
+) -> dict:
+    units = load_units(root, points, methods)
+    audit_names = config.audit.enabled()
+    audits = load_audits(root, points, audit_names)
+    complete = all(set(methods) <= set(u.outcomes) for u in units) and all(
+        len(audits.get(point_label(a), {}).get(name, {})) == len(cfg.seeds)
+        for a, cfg in points
+        for name in audit_names
+    )
+    rows = [row for u in units for row in metric_rows(u, config.evaluation.approval_rate)]
+    atomic_write_bytes(root / "metrics.csv", pd.DataFrame(rows).to_csv(index=False).encode())
+    history = [
+        {"point": u.point, "seed": u.seed, "method": m, **row}
+        for u in units
+        for m, o in u.outcomes.items()
+        for row in o.history
+    ]
+    atomic_write_bytes(root / "history.csv", pd.DataFrame(history).to_csv(index=False).encode())
+    topology = _topology_of(config, units)
+    sweep = []
+    for assignment, cfg in points:
+        label = point_label(assignment)
+        point_units = [u for u in units if u.point == label]
+        summary = summarize_point(
+            point_units,
+            methods,
+            cfg.evaluation.n_bootstrap,
+            cfg.evaluation.ci_level,
+            cfg.evaluation.approval_rate,
+        )
+        summary["cost"] = _cost(point_units)
+        sweep.append({"point": label, "assignment": assignment, **summary})
+    head = sweep[0]
+    results = {
+        "fedrisk_version": __version__,
+        "name": config.name,
+        "config": config.model_dump(mode="json"),
+        "topology": topology,
+        "seeds": list(config.seeds),
+        "methods": head["methods"],
+        "uplift": head["uplift"],
+        "parties": head["parties"],
+        "cost": {**head["cost"], "session_wall_seconds": session_seconds},
+        "sweep": sweep if config.sweep else [],
+        "audits": audits.get(head["point"], {}) if not config.sweep else audits,
+        "finished": _now(),
+        "complete": complete,
+    }
+    atomic_write_json(root / "results.json", results)
+    return results
+
+
+def _topology_of(config: ExperimentConfig, units: list[Unit]) -> str:
+    if config.topology != "auto":
+        return config.topology
+    for unit in units:
+        for outcome in unit.outcomes.values():
+            parties = {key.split("/", 1)[0] for key in outcome.scores}
+            return "horizontal" if len(parties) > 1 else "vertical"
+    return "vertical"
+
+
+def _cost(units: list[Unit]) -> dict:
+    fed = [u.outcomes["federated"].cost for u in units if "federated" in u.outcomes]
+    all_costs = [o.cost for u in units for o in u.outcomes.values()]
+    epsilons = [c.get("epsilon") for c in fed if c.get("epsilon") is not None]
+    return {
+        "wall_seconds": float(sum(c.get("wall_seconds", 0.0) for c in all_costs)),
+        "federated_wall_seconds": float(np.mean([c.get("wall_seconds", 0.0) for c in fed])) if fed else None,
+        "bytes_sent": int(np.mean([c.get("bytes_sent", 0) for c in fed])) if fed else 0,
+        "epsilon": float(max(epsilons)) if epsilons else None,
+        "delta": next((c.get("delta") for c in fed if c.get("delta") is not None), None),
+    }

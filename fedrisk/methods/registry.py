@@ -1,0 +1,80 @@
+"""The methods the runner can run, by name: one call per (method, setting, seed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedrisk.config import ExperimentConfig
+from fedrisk.data.outcome import MethodOutcome
+from fedrisk.data.setting import Setting, coverage_segments
+
+METHODS = ("siloed", "centralized", "federated")
+
+
+def run_method(
+    method: str, config: ExperimentConfig, setting: Setting, seed: int, workdir: Path
+) -> MethodOutcome:
+    from fedrisk.methods import baselines
+
+    vertical = setting.topology == "vertical"
+    holder = setting.label_holders[0]
+    if method == "siloed":
+        if vertical:
+            segments = coverage_segments(setting)
+            return baselines.siloed_vertical(
+                setting.parties[holder], setting.splits[holder], config.model, config.training, seed, segments
+            )
+        return baselines.siloed_horizontal(
+            setting.parties, setting.splits, config.model, config.training, seed
+        )
+    if method == "centralized":
+        if vertical:
+            # the federated model's pooled twin: same encoding, architecture, init, batches and stopping,
+            # so federated vs centralized isolates what federation itself costs
+            from fedrisk.federation.vertical import train_centralized_twin
+
+            twin = train_centralized_twin(
+                setting.parties,
+                holder,
+                setting.splits[holder],
+                config.model.kind,
+                config.training,
+                config.federation.vertical,
+                seed,
+            )
+            return twin.to_method_outcome("centralized", holder)
+        return baselines.centralized_horizontal(
+            setting.parties, setting.splits, config.model, config.training, seed
+        )
+    if method in baselines.REFERENCE_MODELS:
+        return baselines.reference_model(method, setting.parties, setting.label_holders, setting.splits, seed)
+    if method == "federated":
+        if vertical:
+            from fedrisk.methods.federated import federated_vertical
+
+            return federated_vertical(config, setting, seed, workdir, coverage_segments(setting))
+        from fedrisk.methods.federated import federated_horizontal
+
+        return federated_horizontal(config, setting, seed, workdir)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def methods_for(config: ExperimentConfig, methods: tuple[str, ...] = METHODS) -> tuple[str, ...]:
+    """The methods a run computes: the three of the contract, plus scikit-learn references when asked."""
+    if config.evaluation.reference_models and methods == METHODS:
+        from fedrisk.methods.baselines import REFERENCE_MODELS
+
+        return METHODS + REFERENCE_MODELS
+    return methods
+
+
+def preflight(config: ExperimentConfig) -> None:
+    """Checks that need more than the schema (tables, Flower's signatures), before any output exists."""
+    from fedrisk.data.setting import build_parties, resolve_topology
+
+    if config.data.source == "tables":  # workers re-read the tables; bad ones fail here, in one line
+        resolve_topology(config, build_parties(config, config.seeds[0]))
+    if config.federation.horizontal.strategy_params:
+        from fedrisk.federation.strategies import check_params
+
+        check_params(config.federation.horizontal)

@@ -1,0 +1,1 @@
+"""What crosses a holder boundary: message codecs per topology, private set intersection, encryption."""

@@ -1,0 +1,1 @@
+"""report.md, report.html and figures from a results directory."""
