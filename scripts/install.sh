@@ -45,7 +45,7 @@ if [ "$TORCH_INDEX" = "default" ]; then
 elif ! "${pip[@]}" install --quiet --index-url "$TORCH_INDEX" --timeout 10 --retries 0 "$TORCH_SPEC" \
   2>"$log"; then
   echo "fedrisk: $TORCH_INDEX not reachable; falling back to $TORCH_SPEC from pip's configured index" >&2
-  echo "         (on Linux, PyPI's torch is the CUDA build; see FEDRISK_TORCH_INDEX above)" >&2
+  echo "         (PyPI's Linux torch is the CUDA build; FEDRISK_TORCH_INDEX=<url> picks another CPU index)" >&2
   "${pip[@]}" install --quiet "$TORCH_SPEC"
 fi
 
