@@ -38,7 +38,6 @@ The cost of a defence is the KS it loses: the defended model's test KS against t
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,22 +48,13 @@ import pandas as pd
 import torch
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
-from torch import nn
 
 from fedrisk.config.audit import DefenceSpec, LabelLeakageConfig
 from fedrisk.config.model import TrainConfig
 from fedrisk.config.vertical import VerticalConfig
 from fedrisk.core.metrics import ks_statistic
-from fedrisk.models.split import (
-    EarlyStopping,
-    HolderBottom,
-    SplitTop,
-    StepRequest,
-    VerticalBlocks,
-    make_bottom,
-    vertical_blocks,
-)
-from fedrisk.models.training import bce, epoch_batches, make_optimizer
+from fedrisk.models.split import VerticalBlocks, make_split_model, predict_twin_logits, vertical_blocks
+from fedrisk.models.split_trainer import fit_twin
 
 if TYPE_CHECKING:  # the runner and the config compose this module; importing them here would be circular
     from fedrisk.config.experiment import ExperimentConfig
@@ -199,90 +189,53 @@ def run_tapped_split(
     defence: DefenceSpec,
     audited: Sequence[str],
 ) -> TappedRun:
-    """Split learning as the Flower coordinator runs it, in one process, scoring each partner's gradients.
+    """The split-learning schedule (`fedrisk.models.split_trainer`) in one process, tapped at the partners.
 
-    ``train``/``val``/``test`` index ``labels`` and the applicants of ``data``. Per batch: every holder's
-    `HolderBottom` applies the gradient it was sent for its last rows and embeds the next; the label
-    holder's `SplitTop` computes the loss and the gradients w.r.t. each embedding; partners get theirs
-    through ``defence``; the attacks score what ``audited`` partners received against the true labels.
+    ``train``/``val``/``test`` index ``labels`` and the applicants of ``data``. Two gradient hooks sit on the
+    real schedule: the defence perturbs what partners are sent, then the tap scores exactly what the
+    ``audited`` partners received against the true labels.
     """
-    torch.set_num_threads(train_cfg.num_threads)
-    holders = [label_holder] + [h for h in data.blocks if h != label_holder]
-    bottoms = {
-        h: HolderBottom(
-            make_bottom(kind, data.blocks[h].shape[1], h, seed, vcfg.embedding_dim, vcfg.bottom_hidden),  # type: ignore[arg-type]
-            data.blocks[h],
-            train_cfg,
-        )
-        for h in holders
-    }
-    top = SplitTop(kind, holders, label_holder, seed, vcfg.embedding_dim, vcfg.top_hidden)  # type: ignore[arg-type]
-    optimizer = make_optimizer(top, train_cfg)
-    loss_fn = nn.BCEWithLogitsLoss()
-    y = torch.from_numpy(labels.astype(np.float32))
-    rng = np.random.default_rng(seed)  # the batch order: same stream as the coordinator's
+    model = make_split_model(
+        kind,
+        data.n_features,
+        label_holder,
+        seed,
+        vcfg.embedding_dim,
+        vcfg.bottom_hidden,
+        vcfg.top_hidden,
+        vcfg.dropout,
+    )  # type: ignore[arg-type]
     noise_rng = np.random.default_rng([seed, 1])
     attack_rng = np.random.default_rng([seed, 2])
-    stopper = EarlyStopping(train_cfg)
-    best_top = copy.deepcopy(top.state_dict())
     views = {h: PartnerView() for h in audited}
-    pending: dict[str, np.ndarray] = {}
+    batches_per_epoch = -(-len(train) // step_size)
+    calls: dict[str, int] = {}
 
-    def logits_for(rows: np.ndarray) -> torch.Tensor:
-        sel = {h: data.coverage[h].select(rows) for h in holders}
-        emb = {
-            h: bottoms[h].step(StepRequest(grad=pending.pop(h, None), eval_rows=sel[h][0])) for h in holders
-        }
-        parts = {h: torch.from_numpy(emb[h].eval_embedding) for h in holders}
-        cov = {h: None if sel[h][1] is None else torch.from_numpy(sel[h][1]) for h in holders}
-        with torch.no_grad():
-            return top(parts, cov, len(rows))
+    def defend(holder: str, rows: np.ndarray, grad: np.ndarray) -> np.ndarray | None:
+        return None if holder == label_holder else apply_defence(grad, defence, noise_rng)
 
-    epochs_run = 0
-    for epoch in range(1, train_cfg.epochs + 1):
-        epochs_run = epoch
-        for batch in epoch_batches(len(train), step_size, rng):
-            applicants = train[batch]
-            sel = {h: data.coverage[h].select(applicants) for h in holders}
-            replies = {
-                h: bottoms[h].step(StepRequest(grad=pending.pop(h, None), rows=sel[h][0])) for h in holders
-            }
-            parts = {h: torch.from_numpy(replies[h].embedding).requires_grad_() for h in holders}
-            cov = {h: None if sel[h][1] is None else torch.from_numpy(sel[h][1]) for h in holders}
-            optimizer.zero_grad()
-            loss = loss_fn(top(parts, cov, len(applicants)), y[applicants])
-            loss.backward()
-            optimizer.step()
-            for h in holders:
-                g = parts[h].grad.numpy()
-                if h != label_holder:
-                    g = apply_defence(g, defence, noise_rng)
-                pending[h] = g
-                if h in views:
-                    where = sel[h][1]
-                    rows_y = labels[applicants if where is None else applicants[where]]
-                    view = views[h]
-                    view.rows += len(rows_y)
-                    auc = norm_leak_auc(rows_y, g)
-                    if auc is not None:
-                        view.norm.append(auc)
-                        view.norm_epoch.append(epoch)
-                    auc = direction_leak_auc(rows_y, g, attack_rng)
-                    if auc is not None:
-                        view.direction.append(auc)
-        val_logits = logits_for(val).numpy()  # applies the pending gradients first, as the coordinator does
-        improved, stop = stopper.update(epoch, bce(labels[val], val_logits))
-        if improved:
-            best_top = copy.deepcopy(top.state_dict())
-            for h in holders:
-                bottoms[h].step(StepRequest(snapshot=True))
-        if stop:
-            break
-    top.load_state_dict(best_top)
-    for h in holders:
-        bottoms[h].step(StepRequest(restore=True))
-    test_logits = logits_for(test).numpy()
-    return TappedRun(views, test_logits, epochs_run, stopper.best_epoch)
+    def tap(holder: str, rows: np.ndarray, grad: np.ndarray) -> None:
+        if holder not in views:
+            return
+        calls[holder] = calls.get(holder, 0) + 1
+        epoch = 1 + (calls[holder] - 1) // batches_per_epoch
+        rows_y, view = labels[rows], views[holder]
+        view.rows += len(rows_y)
+        auc = norm_leak_auc(rows_y, grad)
+        if auc is not None:
+            view.norm.append(auc)
+            view.norm_epoch.append(epoch)
+        auc = direction_leak_auc(rows_y, grad, attack_rng)
+        if auc is not None:
+            view.direction.append(auc)
+
+    coverage = {h: data.coverage[h] for h in model.top.holders}
+    fit = fit_twin(
+        model, data.blocks, coverage, labels, train, val, train_cfg, step_size, seed, hooks=(defend, tap)
+    )
+    X = {h: torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)) for h, b in data.blocks.items()}
+    test_logits = predict_twin_logits(model, X, coverage, test)
+    return TappedRun(views, test_logits, len(fit.history), fit.best_epoch)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ What is attacked, per method (retrained the way `fedrisk.methods.baselines` and 
 
 * ``siloed``: the label holder's own model on its own columns (horizontal: each bank's own model, every
   firm scored by its bank's model);
-* ``federated``: vertical: the split model trained by its pooled twin (`fedrisk.models.split.fit_twin`),
+* ``federated``: vertical: the split model trained by its pooled twin (`fedrisk.models.split_trainer.fit_twin`),
   which the Flower run reproduces to float rounding (`tests/federation/test_vertical.py`): a stand-in
   that costs no PSI or messaging per shadow; horizontal: the real Flower run
   (`fedrisk.federation.horizontal.run_horizontal`, in-process), once per shadow;
@@ -78,11 +78,11 @@ from fedrisk.models import make_model, train
 from fedrisk.models.split import (
     SplitModel,
     VerticalBlocks,
-    fit_twin,
     make_split_model,
     predict_twin_logits,
     vertical_blocks,
 )
+from fedrisk.models.split_trainer import fit_twin
 from fedrisk.models.training import bce, make_optimizer, predict_logits, seed_torch
 
 if TYPE_CHECKING:  # the runner and the config compose this module; importing them here would be circular
@@ -466,7 +466,14 @@ def _twin_recipe(config: ExperimentConfig, setting: Setting, pop: Population) ->
         fit_ids = applicants[_encoder_rows(train_idx, val_idx, dp)]
         data = vertical_blocks(parties, holder, applicants, fit_ids, partner_preps)
         model = make_split_model(
-            kind, data.n_features, holder, seed, vcfg.embedding_dim, vcfg.bottom_hidden, vcfg.top_hidden
+            kind,
+            data.n_features,
+            holder,
+            seed,
+            vcfg.embedding_dim,
+            vcfg.bottom_hidden,
+            vcfg.top_hidden,
+            vcfg.dropout,
         )
         coverage = {h: data.coverage[h] for h in model.top.holders}
         spent = None
@@ -673,7 +680,7 @@ def membership_audit(config: ExperimentConfig, setting: Setting, seed: int, cfg:
         "fix_variance": cfg.fix_variance,
         "fpr_resolution": 1.0 / (cfg.n_targets * (n - n // 2)),
         "federated_stand_in": (
-            "pooled twin (fedrisk.models.split.fit_twin)"
+            "pooled twin (fedrisk.models.split_trainer.fit_twin)"
             if setting.topology == "vertical"
             else "Flower run, in-process"
         ),

@@ -133,6 +133,16 @@ class ExperimentConfig(_Section):
         description="Grid to vary: dotted key -> list of values, e.g. 'world.supply_chain.coverage' = [0.2, 0.6].",
     )
 
+    @model_validator(mode="after")
+    def _split_network_follows_the_model(self) -> ExperimentConfig:
+        """The vertical split-NN's bottoms take ``model.hidden``/``model.dropout`` unless set on their own."""
+        vertical = self.federation.vertical
+        if vertical.bottom_hidden is None:
+            vertical.bottom_hidden = list(self.model.hidden)
+        if vertical.dropout is None:
+            vertical.dropout = self.model.dropout
+        return self
+
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:

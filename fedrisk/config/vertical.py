@@ -24,8 +24,11 @@ class VerticalConfig(BaseModel):
     embedding_dim : int, default=4
         Width of each holder's embedding in the split-NN (``mlp``); a linear bottom always sends 1 number
         per applicant (its share of the log-odds).
-    bottom_hidden : list of int, default=[16]
-        Hidden widths of each holder's bottom network in the split-NN.
+    bottom_hidden : list of int or None, default=None
+        Hidden widths of each holder's bottom network in the split-NN; None takes ``[model].hidden``, so the
+        federated network and the siloed MLP are set by the same key.
+    dropout : float or None, default=None
+        Dropout in the split-NN; None takes ``[model].dropout``.
     top_hidden : list of int, default=[16]
         Hidden widths of the label holder's top network in the split-NN.
     psi_parallel : bool, default=True
@@ -47,8 +50,15 @@ class VerticalConfig(BaseModel):
     embedding_dim: int = Field(
         4, ge=1, le=256, description="Embedding width per holder in the split-NN (a linear bottom sends 1)."
     )
-    bottom_hidden: list[Width] = Field(
-        [16], description="Hidden widths of each holder's bottom network in the split-NN (mlp)."
+    bottom_hidden: list[Width] | None = Field(
+        None,
+        description="Hidden widths of each holder's bottom network in the split-NN (mlp); empty = model.hidden.",
+    )
+    dropout: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout in the split-NN's bottom and top networks; empty = model.dropout.",
     )
     top_hidden: list[Width] = Field(
         [16], description="Hidden widths of the label holder's top network (mlp)."

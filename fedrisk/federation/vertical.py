@@ -34,7 +34,8 @@ from fedrisk.federation.vertical_client import MODEL_KIND_KEY, SEED_KEY, TRAIN_C
 from fedrisk.federation.vertical_client import app as client_app
 from fedrisk.federation.vertical_server import HISTORY_FILE, LABEL_HOLDER_KEY, PLAN_KEY, RESULT_FILE, Plan
 from fedrisk.federation.vertical_server import app as server_app
-from fedrisk.models.split import fit_twin, make_split_model, predict_twin_logits, vertical_blocks
+from fedrisk.models.split import make_split_model, predict_twin_logits, vertical_blocks
+from fedrisk.models.split_trainer import fit_twin
 from fedrisk.protocol.psi import Alignment, align_parties
 
 __all__ = ["VerticalOutcome", "run_vertical", "train_centralized_twin"]
@@ -322,7 +323,14 @@ def train_centralized_twin(
     encoded = vertical_blocks(parties, label_holder, applicants, applicants[a:b])
     blocks, coverage, n_features = encoded.blocks, encoded.coverage, encoded.n_features
     model = make_split_model(
-        model_kind, n_features, label_holder, seed, vcfg.embedding_dim, vcfg.bottom_hidden, vcfg.top_hidden
+        model_kind,
+        n_features,
+        label_holder,
+        seed,
+        vcfg.embedding_dim,
+        vcfg.bottom_hidden,
+        vcfg.top_hidden,
+        vcfg.dropout,
     )
     coverage = {h: coverage[h] for h in model.top.holders}
     train, val = np.arange(*bounds["train"]), np.arange(*bounds["val"])

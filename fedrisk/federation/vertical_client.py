@@ -182,7 +182,9 @@ def _build(context: Context) -> HolderBottom:
     X = np.zeros((len(rows), prep.n_features_out_), dtype=np.float32)
     if known.any():
         X[known] = prep.transform(table.features.iloc[rows[known]])
-    module = make_bottom(kind, X.shape[1], party.name, seed, vcfg.embedding_dim, vcfg.bottom_hidden)
+    module = make_bottom(
+        kind, X.shape[1], party.name, seed, vcfg.embedding_dim, vcfg.bottom_hidden, vcfg.dropout
+    )
     bottom = HolderBottom(module, X, train_cfg)
     if _STATE_MODEL in context.state:
         bottom.load_state_arrays({k: from_array(v) for k, v in context.state[_STATE_MODEL].items()})

@@ -17,10 +17,9 @@ shared with each partner), written by `fedrisk.federation.vertical`; outputs go 
 
 from __future__ import annotations
 
-import copy
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,6 @@ import pandas as pd
 import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
-from torch import nn
 
 from fedrisk.config.model import TrainConfig
 from fedrisk.config.vertical import VerticalConfig
@@ -45,16 +43,8 @@ from fedrisk.federation.vertical_client import (
     encode_step,
     from_array,
 )
-from fedrisk.models.split import (
-    Coverage,
-    EarlyStopping,
-    SplitKind,
-    SplitTop,
-    StepReply,
-    StepRequest,
-    epoch_record,
-)
-from fedrisk.models.training import epoch_batches, make_optimizer
+from fedrisk.models.split import Coverage, SplitKind, SplitTop, StepReply, StepRequest
+from fedrisk.models.split_trainer import GradientHook, SplitTrainer
 
 PLAN_KEY = "vertical-plan"
 LABEL_HOLDER_KEY = "vertical-label-holder"
@@ -158,7 +148,9 @@ class _Link:
             raise RuntimeError(f"no reply from {missing} to {message_type}")
         return out
 
-    def step(self, message_type: str, requests: Mapping[str, StepRequest], kind: str) -> dict[str, StepReply]:
+    def step(self, requests: Mapping[str, StepRequest], kind: str) -> dict[str, StepReply]:
+        """One split-learning round trip (`fedrisk.models.split_trainer.HolderLink`)."""
+        message_type = SCORE if kind == "score" else STEP
         replies = self.exchange(message_type, {h: encode_step(r, kind) for h, r in requests.items()})
         return {h: decode_reply(c) for h, c in replies.items()}
 
@@ -195,6 +187,8 @@ class VerticalCoordinator:
         The holder whose ServerApp this is.
     kind, train_cfg, vcfg, seed
         Model family, optimiser and stopping settings, split settings, seed (shared with the clients).
+    hooks : sequence of GradientHook
+        Applied to each holder's gradient before it is sent (protections, audits' observers).
     """
 
     def __init__(
@@ -207,6 +201,7 @@ class VerticalCoordinator:
         train_cfg: TrainConfig,
         vcfg: VerticalConfig,
         seed: int,
+        hooks: Sequence[GradientHook] = (),
     ) -> None:
         holders = [label_holder, *plan.rosters]
         missing = [h for h in holders if h not in nodes]
@@ -222,9 +217,10 @@ class VerticalCoordinator:
         self.cfg = train_cfg
         self.vcfg = vcfg
         self.seed = seed
-        self.top = SplitTop(kind, holders, label_holder, seed, vcfg.embedding_dim, vcfg.top_hidden)
-        self.best_top = copy.deepcopy(self.top.state_dict())
-        self.y = torch.from_numpy(plan.labels.astype(np.float32))
+        self.top = SplitTop(
+            kind, holders, label_holder, seed, vcfg.embedding_dim, vcfg.top_hidden, vcfg.dropout
+        )
+        self.hooks = list(hooks)
         n = len(plan.applicants)
         self.coverage = {label_holder: Coverage(np.arange(n, dtype=np.int64))}
         for partner, roster in plan.rosters.items():
@@ -246,118 +242,35 @@ class VerticalCoordinator:
                 pos = self.coverage[h].pos
                 pos[np.isin(pos, absent)] = -1
 
-    def _logits(
-        self, replies: Mapping[str, np.ndarray], covered: Mapping[str, np.ndarray | None], n: int
-    ) -> torch.Tensor:
-        parts = {h: torch.from_numpy(replies[h]) for h in self.holders}
-        cov = {h: None if c is None else torch.from_numpy(c) for h, c in covered.items()}
-        return self.top(parts, cov, n)
-
     def fit(self) -> CoordinatorResult:
         """Setup, train with early stopping, then score with the best weights."""
         torch.set_num_threads(self.cfg.num_threads)
         started = time.perf_counter()
         self.setup()
         setup_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        history, stopper, snapshot = self._train()
-        train_seconds = time.perf_counter() - started
-        scores = self._score(snapshot)
+        train, val = self.plan.indices("train"), self.plan.indices("val")
+        trainer = SplitTrainer(
+            self.top, self.link, self.coverage, self.plan.labels, self.cfg,
+            self.vcfg.step_size(self.cfg.batch_size, len(train)), self.seed,
+            hooks=self.hooks, bytes_sent=self._bytes,
+        )  # fmt: skip
+        training = trainer.train(train, val)
+        scores = self._score(trainer, training.snapshot_pending)
         return CoordinatorResult(
             scores=scores,
             covered={h: self.coverage[h].pos >= 0 for h in self.plan.rosters},
-            history=history,
-            train_seconds=train_seconds,
+            history=training.history,
+            train_seconds=training.seconds,
             setup_seconds=setup_seconds,
             round_trips=self.link.round_trips,
-            best_epoch=stopper.best_epoch,
+            best_epoch=training.best_epoch,
         )
 
-    def _train(self) -> tuple[list[dict], EarlyStopping, bool]:
-        """The epochs: one round trip per batch; validation rides on each epoch's first message.
-
-        Returns the history, the stopping state and whether the holders still have to snapshot their
-        current weights as the best (decided after the last message they received).
-        """
-        cfg, holders = self.cfg, self.holders
-        train, val = self.plan.indices("train"), self.plan.indices("val")
-        step_size = self.vcfg.step_size(cfg.batch_size, len(train))
-        val_sel = {h: self.coverage[h].select(val) for h in holders}
-        optimizer = make_optimizer(self.top, cfg)
-        loss_fn = nn.BCEWithLogitsLoss()
-        rng = np.random.default_rng(self.seed)
-        stopper = EarlyStopping(cfg)
-        history: list[dict] = []
-        pending: dict[str, np.ndarray] = {}
-        snapshot = False
-        started = time.perf_counter()
-
-        def end_epoch(epoch: int, train_loss: float, replies: Mapping[str, StepReply]) -> bool:
-            """Validation of the weights as they stood after ``epoch``; True = stop."""
-            nonlocal snapshot
-            with torch.no_grad():
-                emb = {h: replies[h].eval_embedding for h in holders}
-                logits = self._logits(emb, {h: val_sel[h][1] for h in holders}, len(val)).numpy()
-            row = epoch_record(
-                epoch, train_loss, self.plan.labels[val], logits,
-                bytes_sent=self._bytes(), seconds=time.perf_counter() - started,
-            )  # fmt: skip
-            history.append(row)
-            improved, halt = stopper.update(epoch, row["val_loss"])
-            if improved:  # the top now; the holders on their next message, before its gradient
-                self.best_top, snapshot = copy.deepcopy(self.top.state_dict()), True
-            return halt
-
-        train_loss = float("nan")
-        for epoch in range(1, cfg.epochs + 1):
-            total = 0.0
-            for k, batch in enumerate(epoch_batches(len(train), step_size, rng)):
-                applicants = train[batch]
-                sel = {h: self.coverage[h].select(applicants) for h in holders}
-                with_val = k == 0 and epoch > 1
-                requests = {
-                    h: StepRequest(
-                        snapshot,
-                        pending.get(h),
-                        rows=sel[h][0],
-                        eval_rows=val_sel[h][0] if with_val else None,
-                    )
-                    for h in holders
-                }
-                replies = self.link.step(STEP, requests, "step+val" if with_val else "step")
-                snapshot, pending = False, {}
-                if with_val and end_epoch(epoch - 1, train_loss, replies):
-                    return history, stopper, snapshot
-                parts = {h: torch.from_numpy(replies[h].embedding).requires_grad_() for h in holders}
-                cov = {h: None if sel[h][1] is None else torch.from_numpy(sel[h][1]) for h in holders}
-                optimizer.zero_grad()
-                loss = loss_fn(self.top(parts, cov, len(applicants)), self.y[applicants])
-                loss.backward()
-                optimizer.step()
-                pending = {h: parts[h].grad.numpy() for h in holders}
-                total += float(loss.detach()) * len(applicants)
-            train_loss = total / len(train)
-        requests = {
-            h: StepRequest(snapshot=snapshot, grad=pending.get(h), eval_rows=val_sel[h][0]) for h in holders
-        }
-        snapshot = False
-        end_epoch(cfg.epochs, train_loss, self.link.step(STEP, requests, "val"))
-        return history, stopper, snapshot
-
-    def _score(self, snapshot: bool) -> dict[str, np.ndarray]:
+    def _score(self, trainer: SplitTrainer, snapshot: bool) -> dict[str, np.ndarray]:
         """Probabilities for the training and test applicants, every holder on its best weights."""
-        self.top.load_state_dict(self.best_top)
         scored = ["train", *self.plan.test_splits]
         rows = np.concatenate([self.plan.indices(s) for s in scored])
-        sel = {h: self.coverage[h].select(rows) for h in self.holders}
-        requests = {
-            h: StepRequest(snapshot=snapshot, restore=True, eval_rows=sel[h][0]) for h in self.holders
-        }
-        replies = self.link.step(SCORE, requests, "score")
-        with torch.no_grad():
-            emb = {h: replies[h].eval_embedding for h in self.holders}
-            logits = self._logits(emb, {h: sel[h][1] for h in self.holders}, len(rows))
-        p = torch.sigmoid(logits.double()).numpy()
+        p = torch.sigmoid(torch.from_numpy(trainer.score(rows, snapshot)).double()).numpy()
         scores, offset = {}, 0
         for s in scored:
             n = self.plan.splits[s][1] - self.plan.splits[s][0]

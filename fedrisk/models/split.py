@@ -13,11 +13,9 @@ written here, on plain torch modules and the project's Adam (`fedrisk.models.tra
 
 from __future__ import annotations
 
-import copy
-import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -30,7 +28,7 @@ from torch import nn
 from fedrisk.config.model import TrainConfig
 from fedrisk.data.preprocessing import HolderPreprocessor
 from fedrisk.data.table import PartyTable
-from fedrisk.models.training import bce, epoch_batches, make_optimizer
+from fedrisk.models.training import bce, make_optimizer
 
 SplitKind = Literal["logistic", "mlp"]
 
@@ -44,10 +42,10 @@ def holder_seed(seed: int, holder: str) -> int:
     return int(np.random.SeedSequence([seed, zlib.crc32(holder.encode())]).generate_state(1)[0])
 
 
-def _mlp(width_in: int, hidden: Sequence[int], width_out: int) -> nn.Sequential:
+def _mlp(width_in: int, hidden: Sequence[int], width_out: int, dropout: float = 0.0) -> nn.Sequential:
     layers: list[nn.Module] = []
     for size in hidden:
-        layers += [nn.Linear(width_in, size), nn.ReLU()]
+        layers += [nn.Linear(width_in, size), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
         width_in = size
     layers.append(nn.Linear(width_in, width_out))
     return nn.Sequential(*layers)
@@ -64,7 +62,8 @@ def make_bottom(
     holder: str,
     seed: int,
     embedding_dim: int = 4,
-    hidden: Sequence[int] = (16,),
+    hidden: Sequence[int] | None = (16,),
+    dropout: float | None = 0.0,
 ) -> nn.Module:
     """A holder's bottom model ``(n, n_features) -> (n, width)``, initialised from ``(seed, holder)``."""
     if kind not in ("logistic", "mlp"):
@@ -73,7 +72,7 @@ def make_bottom(
         torch.manual_seed(holder_seed(seed, holder))
         if kind == "logistic":
             return nn.Linear(n_features, 1)
-        return _mlp(n_features, hidden, embedding_dim)
+        return _mlp(n_features, (16,) if hidden is None else hidden, embedding_dim, dropout or 0.0)
 
 
 class SplitTop(nn.Module):
@@ -104,6 +103,7 @@ class SplitTop(nn.Module):
         seed: int,
         embedding_dim: int = 4,
         hidden: Sequence[int] = (16,),
+        dropout: float | None = 0.0,
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -114,7 +114,9 @@ class SplitTop(nn.Module):
             self.missing = nn.ParameterDict(
                 {h: nn.Parameter(torch.zeros(self.width)) for h in self.holders if h != label_holder}
             )
-            self.head = _mlp(self.width * len(self.holders), hidden, 1) if kind == "mlp" else None
+            self.head = (
+                _mlp(self.width * len(self.holders), hidden, 1, dropout or 0.0) if kind == "mlp" else None
+            )
 
     def forward(
         self, parts: Mapping[str, torch.Tensor], covered: Mapping[str, torch.Tensor | None], n: int
@@ -157,13 +159,18 @@ def make_split_model(
     label_holder: str,
     seed: int,
     embedding_dim: int = 4,
-    bottom_hidden: Sequence[int] = (16,),
+    bottom_hidden: Sequence[int] | None = (16,),
     top_hidden: Sequence[int] = (16,),
+    dropout: float | None = 0.0,
 ) -> SplitModel:
     """The split model for holders ``n_features`` (label holder first in embedding order)."""
     holders = [label_holder] + [h for h in n_features if h != label_holder]
-    bottoms = {h: make_bottom(kind, n_features[h], h, seed, embedding_dim, bottom_hidden) for h in holders}
-    return SplitModel(bottoms, SplitTop(kind, holders, label_holder, seed, embedding_dim, top_hidden))
+    bottoms = {
+        h: make_bottom(kind, n_features[h], h, seed, embedding_dim, bottom_hidden, dropout) for h in holders
+    }
+    return SplitModel(
+        bottoms, SplitTop(kind, holders, label_holder, seed, embedding_dim, top_hidden, dropout)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -310,25 +317,6 @@ class HolderBottom:
 # The schedule both the twin and the federated coordinator follow
 
 
-class EarlyStopping:
-    """Validation-loss early stopping with the same rule as `fedrisk.models.training.train`."""
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.patience = cfg.patience
-        self.min_delta = cfg.min_delta
-        self.best_loss = float("inf")
-        self.best_epoch = 0
-        self.stale = 0
-
-    def update(self, epoch: int, val_loss: float) -> tuple[bool, bool]:
-        """Record one epoch; return ``(improved, stop)``."""
-        if val_loss < self.best_loss - self.min_delta:
-            self.best_loss, self.best_epoch, self.stale = val_loss, epoch, 0
-            return True, False
-        self.stale += 1
-        return False, bool(self.patience and self.stale >= self.patience)
-
-
 def epoch_record(
     epoch: int, train_loss: float, y_val: np.ndarray, val_logits: np.ndarray, **extra: float
 ) -> dict:
@@ -415,67 +403,7 @@ def vertical_blocks(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The centralized twin: the same model and schedule on pooled rows, in one plain torch loop
-
-
-@dataclass
-class TwinResult:
-    """What `fit_twin` returns: the fitted model, per-epoch history and seconds in the training loop."""
-
-    model: SplitModel
-    history: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    best_epoch: int = 0
-
-
-def fit_twin(
-    model: SplitModel,
-    blocks: Mapping[str, np.ndarray],
-    coverage: Mapping[str, Coverage],
-    y: np.ndarray,
-    train: np.ndarray,
-    val: np.ndarray,
-    cfg: TrainConfig,
-    step_size: int,
-    seed: int,
-) -> TwinResult:
-    """Train the pooled split model with the batch order and stopping rule of the federated coordinator.
-
-    ``blocks[h]`` holds holder ``h``'s encoded rows in roster order; ``coverage[h]`` maps applicants to
-    them; ``train``/``val`` are applicant indices; ``y`` the labels of all applicants.
-    """
-    torch.set_num_threads(cfg.num_threads)
-    start = time.perf_counter()
-    X = {h: torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)) for h, b in blocks.items()}
-    yt = torch.from_numpy(y.astype(np.float32))
-    optimizer = make_optimizer(model, cfg)
-    loss_fn = nn.BCEWithLogitsLoss()
-    rng = np.random.default_rng(seed)
-    stopper = EarlyStopping(cfg)
-    best = copy.deepcopy(model.state_dict())
-    result = TwinResult(model)
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        total = 0.0
-        for batch in epoch_batches(len(train), step_size, rng):
-            applicants = train[batch]
-            blocks_b, covered = _gather(X, coverage, applicants)
-            optimizer.zero_grad()
-            loss = loss_fn(model(blocks_b, covered, len(applicants)), yt[applicants])
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(applicants)
-        val_logits = predict_twin_logits(model, X, coverage, val)
-        result.history.append(epoch_record(epoch, total / len(train), y[val], val_logits))
-        improved, stop = stopper.update(epoch, result.history[-1]["val_loss"])
-        if improved:
-            best = copy.deepcopy(model.state_dict())
-        if stop:
-            break
-    model.load_state_dict(best)
-    result.best_epoch = stopper.best_epoch
-    result.seconds = time.perf_counter() - start
-    return result
+# The pooled twin's forward pass (its training is `fedrisk.models.split_trainer.fit_twin`)
 
 
 def _gather(

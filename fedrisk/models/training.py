@@ -34,6 +34,25 @@ class TrainHistory:
         ]
 
 
+class EarlyStopping:
+    """Validation-loss early stopping: the one rule every method's training uses."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.patience = cfg.patience
+        self.min_delta = cfg.min_delta
+        self.best_loss = float("inf")
+        self.best_epoch = 0
+        self.stale = 0
+
+    def update(self, epoch: int, val_loss: float) -> tuple[bool, bool]:
+        """Record one epoch; return ``(improved, stop)``."""
+        if val_loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch, self.stale = val_loss, epoch, 0
+            return True, False
+        self.stale += 1
+        return False, bool(self.patience and self.stale >= self.patience)
+
+
 def seed_torch(seed: int) -> None:
     torch.manual_seed(seed)
 
@@ -122,18 +141,15 @@ def train(
     rng = np.random.default_rng(seed)
     optimizer = make_optimizer(model, cfg)
     history = TrainHistory()
-    best_loss, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0
-    for epoch in range(cfg.epochs):
+    stopper, best_state = EarlyStopping(cfg), copy.deepcopy(model.state_dict())
+    for epoch in range(1, cfg.epochs + 1):
         history.train_loss.append(run_epochs(model, X, y, 1, cfg.batch_size, optimizer, rng))
-        val_loss = bce(y_val, predict_logits(model, X_val))
-        history.val_loss.append(val_loss)
-        if val_loss < best_loss - cfg.min_delta:
-            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
-            history.best_epoch = epoch + 1
-        else:
-            stale += 1
-            if cfg.patience and stale >= cfg.patience:
-                break
+        history.val_loss.append(bce(y_val, predict_logits(model, X_val)))
+        improved, stop = stopper.update(epoch, history.val_loss[-1])
+        if improved:
+            best_state, history.best_epoch = copy.deepcopy(model.state_dict()), epoch
+        if stop:
+            break
     model.load_state_dict(best_state)
     history.seconds = time.perf_counter() - start
     return history

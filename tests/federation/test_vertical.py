@@ -403,3 +403,30 @@ def test_federated_beats_the_bank_alone_on_a_default_world(tmp_path):
     )
     low, high = np.percentile(replicates["ks:federated"] - replicates["ks:siloed"], [2.5, 97.5])
     assert low > 0, f"KS gain CI [{low:.3f}, {high:.3f}] includes zero"
+
+
+def test_model_hidden_and_dropout_reach_the_split_network(small_world, tmp_path):
+    """`model.hidden` sets the split-NN's bottoms (federated and its pooled twin) unless the vertical section
+    sets its own; two widths give two different federated and centralized models."""
+    from fedrisk.config import validate
+
+    parties, splits = small_world
+    scores = {}
+    for hidden in ([4], [64, 32]):
+        cfg = validate(
+            {"model": {"kind": "mlp", "hidden": hidden}, "federation": {"vertical": {"psi_parallel": False}}}
+        )
+        vcfg = cfg.federation.vertical
+        assert vcfg.bottom_hidden == hidden and vcfg.dropout == 0.0
+        fed = run_vertical(
+            parties, LABEL_HOLDER, splits, "mlp", FAST, vcfg, "inprocess", tmp_path / str(hidden), 5,
+            _aligned(parties, splits),
+        )  # fmt: skip
+        twin = train_centralized_twin(parties, LABEL_HOLDER, splits, "mlp", FAST, vcfg, seed=5)
+        np.testing.assert_allclose(fed.scores["test"].p, twin.scores["test"].p, atol=1e-4)
+        scores[len(hidden)] = fed.scores["test"].p
+    assert np.max(np.abs(scores[1] - scores[2])) > 1e-3
+    own = validate(
+        {"model": {"hidden": [4]}, "federation": {"vertical": {"bottom_hidden": [8], "dropout": 0.1}}}
+    )
+    assert own.federation.vertical.bottom_hidden == [8] and own.federation.vertical.dropout == 0.1
