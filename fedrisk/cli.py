@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -91,7 +92,9 @@ def generate(
     config: Annotated[Path, typer.Argument(help="Experiment config (TOML); its [world] section is used.")],
     out: Annotated[
         Path,
-        typer.Option("--out", file_okay=False, help="Directory for the holders' tables and manifest.json."),
+        typer.Option(
+            "--out", file_okay=False, help="Directory for the holders' tables, manifest.json and data.toml."
+        ),
     ],
     set_: SetOption = None,
     seed: Annotated[
@@ -120,6 +123,7 @@ def generate(
             party["path"],
         )
     console.print(table)
+    console.print(f"[data] block for a config: {out / 'data.toml'}")
 
 
 @app.command("report")
@@ -144,13 +148,28 @@ def _mean(block: dict | None) -> str:
     return "-" if not block or block.get("mean") is None else f"{block['mean']:.3f}"
 
 
+def _table(title: str) -> Table:
+    """Borderless, so four "mean [lo, hi]" columns fit an 80-column terminal without wrapping."""
+    return Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+
+
 def print_summary(results: dict) -> None:
     """The KS-uplift table: one row per method, then the uplift of federated over siloed."""
     seeds = results["seeds"]
     title = f"{results.get('name', '')} — {results['topology']}, {len(seeds)} seeds (mean [95% CI])"
-    table = Table(title=title)
+    table = _table(title)
     for column in ("method", "KS", "AUC", "Gini"):
-        table.add_column(column, justify="right" if column != "method" else "left")
+        if column == "method":
+            table.add_column(column, overflow="fold")  # a long method name folds, the numbers never do
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     for method, block in results["methods"].items():
         table.add_row(method, _fmt(block["ks"]), _fmt(block["auc"]), _fmt(block["gini"]))
     console.print(table)
@@ -162,13 +181,13 @@ def print_summary(results: dict) -> None:
             if rel["mean"] is not None
             else "-"
         )
-        up = Table(title="uplift of federated over siloed")
+        up = _table("uplift of federated over siloed")
         for column in ("KS relative", "KS points", "AUC points"):
-            up.add_column(column, justify="right")
+            up.add_column(column, justify="right", no_wrap=True)
         up.add_row(rel_text, _fmt(uplift["ks_points"]), _fmt(uplift["auc_points"]))
         console.print(up)
     if results.get("sweep"):
-        sweep = Table(title="every sweep point (mean KS; CIs in results.json and the report)")
+        sweep = _table("every sweep point (mean KS; CIs in results.json and the report)")
         for column in ("point", "siloed", "federated", "centralized", "uplift", "ε"):
             sweep.add_column(column, justify="left" if column == "point" else "right")
         for entry in results["sweep"]:
@@ -184,8 +203,13 @@ def print_summary(results: dict) -> None:
         console.print(sweep)
     cost = results.get("cost", {})
     eps = cost.get("epsilon")
+    waited = cost.get("session_wall_seconds")
     console.print(
-        f"cost: {cost.get('wall_seconds', 0):.1f} s compute, {cost.get('bytes_sent', 0) / 1e6:.2f} MB sent per federated run, "
+        f"time: {'-' if waited is None else f'{waited:.1f}'} s wall clock (this session), "
+        f"{cost.get('wall_seconds', 0):.1f} s compute (all methods and seeds)"
+    )
+    console.print(
+        f"cost: {cost.get('bytes_sent', 0) / 1e6:.2f} MB sent per federated run, "
         f"epsilon = {'∞ (no DP)' if eps is None else f'{eps:.2f}'}; complete = {results['complete']}"
     )
 

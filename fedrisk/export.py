@@ -1,4 +1,4 @@
-"""`fedrisk generate`: write each holder's synthetic table as its own file, plus a manifest.
+"""`fedrisk generate`: write each holder's synthetic table as its own file, a manifest, and data.toml.
 
 The files have the shape the real-table loader reads (`[data] source = "tables"`), so a generated world
 can be fed back in, edited, or handed to another tool.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import tomli_w
 
 from fedrisk import __version__
 from fedrisk.config.experiment import ExperimentConfig
@@ -60,19 +61,32 @@ def write_world(config: ExperimentConfig, out: Path, seed: int, file_format: str
                 "default_rate": float(table.label.mean()) if table.label is not None else None,
             }
         )
+    data = data_block(parties)
     manifest = {
         "fedrisk_version": __version__,
         "seed": seed,
         "world": config.world.model_dump(mode="json"),
         "parties": parties,
-        "data_config_example": "\n".join(
-            ["[data]", 'source = "tables"']
-            + [
-                f'[[data.parties]]\nname = "{p["name"]}"\npath = "{p["path"]}"\nid = "{ID_COLUMN}"'
-                + (f'\nlabel = "{LABEL_COLUMN}"' if p["label"] else "")
-                for p in parties
-            ]
-        ),
+        "data": data,
     }
+    atomic_write_bytes(out / DATA_TOML, (DATA_TOML_HEADER + tomli_w.dumps({"data": data})).encode())
     atomic_write_json(manifest_path, manifest)
     return manifest
+
+
+DATA_TOML = "data.toml"
+DATA_TOML_HEADER = (
+    "# The [data] block for these tables: paste it into an experiment config. Paths are relative to the\n"
+    "# config file, so keep the config in this directory or make the paths absolute.\n"
+)
+
+
+def data_block(parties: list[dict]) -> dict:
+    """The config's [data] section for the written tables (the shape `[data] source = "tables"` reads)."""
+    entries = []
+    for party in parties:
+        entry = {"name": party["name"], "path": party["path"], "id": party["id"]}
+        if party["label"]:
+            entry["label"] = party["label"]
+        entries.append(entry)
+    return {"source": "tables", "parties": entries}

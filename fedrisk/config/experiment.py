@@ -106,6 +106,11 @@ class RunnerConfig(_Section):
     flower_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", description="Level of Flower's own log (INFO prints every round of every federated run)."
     )
+    private_outputs: bool = Field(
+        False,
+        description="Make the results directory owner-only (0700), e.g. for real customer tables; "
+        "otherwise files follow your umask (0644 typically).",
+    )
 
 
 class ExperimentConfig(_Section):

@@ -23,11 +23,25 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # no os.getumask before Python 3.13: set and restore, once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
+    """Write via a temporary file and rename, so a reader never sees half a file.
+
+    The file gets the mode ``open()`` would give it (0666 minus the user's umask, 0644 typically), not
+    mkstemp's 0600; private results come from a private directory (``runner.private_outputs``).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -40,6 +54,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, payload: Any) -> None:
     atomic_write_bytes(path, json.dumps(payload, indent=2, default=json_default).encode("utf-8"))
+
+
+def make_private(directory: Path) -> None:
+    """Owner-only access to a results directory (0700): whatever the files' modes, nobody else can read them."""
+    directory.chmod(0o700)
 
 
 def fingerprint(config_dump: dict) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from fedrisk import __version__
 from fedrisk.config import ExperimentConfig, point_label, sweep_points
 from fedrisk.core.errors import FedriskError
-from fedrisk.core.jsonio import atomic_write_json, fingerprint
+from fedrisk.core.jsonio import atomic_write_json, fingerprint, make_private
 from fedrisk.data.setting import build_setting
 from fedrisk.methods.registry import METHODS, run_method
 from fedrisk.runner.units import Unit, finished_methods, load_outcome, save_outcome, unit_dir
@@ -103,6 +103,8 @@ def prepare_output(root: Path, config: ExperimentConfig, force: bool) -> None:
                     "resume it with the same config and --set options, choose another --out, or pass --force",
                 )
     root.mkdir(parents=True, exist_ok=True)
+    if config.runner.private_outputs:
+        make_private(root)
     if not (root / "run.json").exists():
         atomic_write_json(
             root / "run.json",

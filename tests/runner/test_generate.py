@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,13 @@ def test_generate_writes_each_holder_and_the_tables_run_back(tmp_path):
         pd.read_parquet(out / "bank.parquet")["default_12m"], world.parties["bank"].label
     )
 
-    # the manifest's [data] block, as a config, runs the baselines on the written tables
+    # data.toml is the manifest's [data] block as TOML; pasted into a config it runs on the written tables
+    block = (out / "data.toml").read_text()
+    assert tomllib.loads(block)["data"] == manifest["data"]
+    assert [p["name"] for p in manifest["data"]["parties"]] == ["bank", "tax", "supply_chain"]
     config = out / "tables.toml"
     header = "seeds = [0]\n[evaluation]\nn_bootstrap = 20\n[runner]\nworkers = 1\n\n"
-    config.write_text(header + manifest["data_config_example"] + "\n")
+    config.write_text(header + block)
     cfg, raw = load_config(config)
     results = run_experiment(cfg, raw, tmp_path / "run", methods=("siloed",))
     assert results["complete"] and results["topology"] == "vertical"
