@@ -146,14 +146,13 @@ def decisions(
     A group column is None for the rows of a holder whose table lacks it.
     """
     frames, raw = [], {c: [] for c in columns}
-    for key, scored in outcome.scores.items():
-        party, name = key.split("/", 1)
+    for (party, name), scored in outcome.scores.items():
         if name != split or party not in setting.parties:
             continue
         table = setting.parties[party]
         rows = pd.Index(table.ids).get_indexer(scored.ids)
         if (rows < 0).any():
-            raise ValueError(f"{key}: {int((rows < 0).sum())} scored ids are not in {party}'s table")
+            raise ValueError(f"{party}/{name}: {int((rows < 0).sum())} scored ids are not in {party}'s table")
         frames.append(
             pd.DataFrame(
                 {

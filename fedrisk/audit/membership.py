@@ -71,6 +71,7 @@ from torch.func import functional_call, grad, vmap
 from fedrisk.config.audit import DPSGDConfig, MembershipConfig, Method
 from fedrisk.config.model import TrainConfig
 from fedrisk.core.metrics import ks_statistic
+from fedrisk.data.outcome import ScoreKey
 from fedrisk.data.preprocessing import HolderPreprocessor
 from fedrisk.data.table import PartyTable
 from fedrisk.federation import privacy
@@ -534,7 +535,7 @@ def _flower_recipe(
             )  # fmt: skip
         logits = np.zeros(len(pop.ids))
         for name in banks:
-            p = np.clip(outcome.scores[f"{name}/audit"].p, 1e-15, 1 - 1e-15)
+            p = np.clip(outcome.scores[ScoreKey(name, "audit")].p, 1e-15, 1 - 1e-15)
             logits[pop.holder == name] = np.log(p) - np.log1p(-p)
         spent = None
         if dp:

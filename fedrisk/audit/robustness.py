@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from fedrisk.config.audit import Attack, RobustnessConfig
 from fedrisk.config.horizontal import MEAN_BASED, HorizontalConfig
 from fedrisk.core.errors import FedriskError
+from fedrisk.data.outcome import ScoreKey
 
 # The experiment config composes `RobustnessConfig`, so this module is imported by every `fedrisk run`:
 # torch, Flower's client side and scikit-learn are imported only when the audit runs.
@@ -119,7 +120,7 @@ def honest_metrics(outcome: HorizontalOutcome, banks: Sequence[str], approval_ra
     """Directional KS (the audit's ``ks``), the framework's KS and AUC, averaged over ``banks``' test sets."""
     from fedrisk.core.metrics import credit_metrics
 
-    sets = {b: outcome.scores[f"{b}/test"] for b in banks}
+    sets = {b: outcome.scores[ScoreKey(b, "test")] for b in banks}
     per_bank = {b: credit_metrics(s.y, s.p, approval_rate) for b, s in sets.items()}
     directional = {b: directional_ks(s.y, s.p) for b, s in sets.items()}
     return {

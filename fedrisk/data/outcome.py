@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
+
+
+class ScoreKey(NamedTuple):
+    """Which applicants a score set is for: a party's test split (a tuple, so a "/" in a name is harmless)."""
+
+    party: str
+    split: str
 
 
 @dataclass
@@ -22,12 +30,12 @@ class ScoredSet:
 class MethodOutcome:
     """One method's result for one seed.
 
-    ``scores`` maps a test-split name (``"test"``, ``"oot"``, ``"bank_3"`` …) to its scored applicants;
+    ``scores`` maps a `ScoreKey` (party, test split such as ``"test"`` or ``"oot"``) to its scored applicants;
     ``cost`` holds ``wall_seconds``, ``bytes_sent`` and ``epsilon`` (None without DP).
     """
 
     method: str
-    scores: dict[str, ScoredSet]
+    scores: dict[ScoreKey, ScoredSet]
     history: list[dict] = field(default_factory=list)
     cost: dict = field(default_factory=lambda: {"wall_seconds": 0.0, "bytes_sent": 0, "epsilon": None})
     train_scores: np.ndarray | None = None

@@ -63,7 +63,7 @@ def compare_outcomes(deployed: MethodOutcome, simulated: MethodOutcome) -> dict[
         if not np.array_equal(np.asarray(dep.ids).astype(str), np.asarray(sim.ids).astype(str)):
             raise ValueError(f"{key}: deployment and simulation scored different applicants")
         m_dep, m_sim = credit_metrics(dep.y, dep.p), credit_metrics(sim.y, sim.p)
-        out[key] = {
+        out[f"{key.party}/{key.split}"] = {  # a JSON report: a readable label, not parsed back
             "ks_deployment": float(m_dep["ks"]),
             "ks_simulation": float(m_sim["ks"]),
             "ks_abs_diff": abs(float(m_dep["ks"]) - float(m_sim["ks"])),

@@ -78,7 +78,7 @@ def _topology_of(config: ExperimentConfig, units: list[Unit]) -> str:
         return config.topology
     for unit in units:
         for outcome in unit.outcomes.values():
-            parties = {key.split("/", 1)[0] for key in outcome.scores}
+            parties = {key.party for key in outcome.scores}
             return "horizontal" if len(parties) > 1 else "vertical"
     return "vertical"
 

@@ -24,8 +24,7 @@ def metric_rows(unit: Unit, approval_rate: float) -> list[dict]:
     rows = []
     for method, outcome in unit.outcomes.items():
         train_scores = outcome.train_scores
-        for key, scored in outcome.scores.items():
-            party, split = key.split("/", 1)
+        for (party, split), scored in outcome.scores.items():
             base = {"point": unit.point, **{f"sweep:{k}": v for k, v in unit.assignment.items()}}
             base.update({"seed": unit.seed, "method": method, "party": party})
             metrics = credit_metrics(scored.y, scored.p, approval_rate)
@@ -64,8 +63,7 @@ def _headline_sets(unit: Unit, methods: Sequence[str]) -> dict[str, dict[str, tu
         outcome = unit.outcomes.get(method)
         if outcome is None:
             continue
-        for key, scored in outcome.scores.items():
-            party, split = key.split("/", 1)
+        for (party, split), scored in outcome.scores.items():
             if split == HEADLINE_SPLIT:
                 parties.setdefault(party, {})[method] = (np.asarray(scored.y), np.asarray(scored.p))
     return {p: m for p, m in parties.items() if len(m) == len([x for x in methods if x in unit.outcomes])}

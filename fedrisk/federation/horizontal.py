@@ -25,7 +25,7 @@ from flwr.clientapp.typing import Mod
 from fedrisk.config.horizontal import HorizontalConfig, HorizontalJob
 from fedrisk.config.model import TrainConfig
 from fedrisk.core.errors import FedriskError
-from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
 from fedrisk.data.table import PartyTable
 from fedrisk.federation.backends import read_completion, run_federation
 from fedrisk.federation.horizontal_client import bank_files, build_client_app, set_weights
@@ -205,7 +205,7 @@ def run_horizontal(
                 continue
             pos = _positions(bank, ids)
             p = predict_proba(model, prep.transform(bank.features.iloc[pos]))
-            scores[f"{name}/{split}"] = ScoredSet(np.asarray(ids), bank.label[pos], p)
+            scores[ScoreKey(name, split)] = ScoredSet(np.asarray(ids), bank.label[pos], p)
     train_scores = np.concatenate(
         [
             predict_proba(model, prep.transform(bank.features.iloc[_positions(bank, splits[name]["train"])]))

@@ -25,7 +25,7 @@ import torch
 from fedrisk.config.model import TrainConfig
 from fedrisk.config.vertical import VerticalConfig
 from fedrisk.core.errors import FedriskError
-from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
 from fedrisk.data.table import PartyTable
 from fedrisk.federation.backends import MESSAGE_LOG_FILE, OUTPUT_DIR_KEY, run_federation
 from fedrisk.federation.channel import MessageLog
@@ -89,7 +89,7 @@ class VerticalOutcome:
         """The runner's shape (scores keyed ``"<label_holder>/<split>"`` like the baselines)."""
         return MethodOutcome(
             method,
-            {f"{label_holder}/{s}": scored for s, scored in self.scores.items()},
+            {ScoreKey(label_holder, s): scored for s, scored in self.scores.items()},
             history=self.history,
             cost={"wall_seconds": self.wall_seconds, "bytes_sent": self.bytes_sent, "epsilon": None},
             train_scores=self.train_scores,

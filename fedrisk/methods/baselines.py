@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
 from fedrisk.data.preprocessing import HolderPreprocessor
 from fedrisk.data.table import PartyTable
 from fedrisk.models import ModelConfig, TrainConfig, make_model, predict_proba, train
@@ -58,7 +58,7 @@ def siloed_vertical(
     y = {name: bank.label[r] for name, r in rows.items()}
     model, history = _fit(X, y, model_cfg, train_cfg, seed)
     scores = {
-        f"{bank.name}/{name}": ScoredSet(
+        ScoreKey(bank.name, name): ScoredSet(
             splits[name], y[name], predict_proba(model, X[name]), dict((segments or {}).get(name, {}))
         )
         for name in splits
@@ -150,7 +150,7 @@ def centralized_horizontal(
                 continue
             pos = _positions(bank, splits[name][split])
             p = predict_proba(model, prep.transform(bank.features.iloc[pos]))
-            scores[f"{name}/{split}"] = ScoredSet(splits[name][split], bank.label[pos], p)
+            scores[ScoreKey(name, split)] = ScoredSet(splits[name][split], bank.label[pos], p)
     return MethodOutcome(
         "centralized",
         scores,
@@ -189,7 +189,7 @@ def reference_model(
         model = _sklearn(method, seed).fit(X["train"], y["train"])
         for name, ids in split.items():
             if name not in ("train", "val"):
-                scores[f"{holder}/{name}"] = ScoredSet(ids, y[name], model.predict_proba(X[name])[:, 1])
+                scores[ScoreKey(holder, name)] = ScoredSet(ids, y[name], model.predict_proba(X[name])[:, 1])
     else:  # horizontal: stack the banks' rows
         frames = [parties[b].features.iloc[_positions(parties[b], splits[b]["train"])] for b in label_holders]
         prep = HolderPreprocessor().fit(pd.concat(frames, ignore_index=True))
@@ -203,7 +203,7 @@ def reference_model(
                 if name not in ("train", "val"):
                     pos = _positions(parties[b], ids)
                     p = model.predict_proba(prep.transform(parties[b].features.iloc[pos]))[:, 1]
-                    scores[f"{b}/{name}"] = ScoredSet(ids, parties[b].label[pos], p)
+                    scores[ScoreKey(b, name)] = ScoredSet(ids, parties[b].label[pos], p)
     return MethodOutcome(
         method, scores, cost={"wall_seconds": time.perf_counter() - start, "bytes_sent": 0, "epsilon": None}
     )

@@ -132,10 +132,10 @@ def headline_scores(
         parties: list[str] = []
         for method in _ordered(sorted(done)):
             outcome = load_outcome(unit, method)
-            keys = sorted(k for k in outcome.scores if k.split("/", 1)[1] == "test")
+            keys = sorted(k for k in outcome.scores if k.split == "test")
             if not keys:
                 continue
-            parties = [k.split("/", 1)[0] for k in keys]
+            parties = [k.party for k in keys]
             y = np.concatenate([outcome.scores[k].y for k in keys])
             p = np.concatenate([outcome.scores[k].p for k in keys])
             scored[method] = (y, p)

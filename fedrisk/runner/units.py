@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fedrisk.core.jsonio import atomic_write_bytes, atomic_write_json
-from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
 
 
 @dataclass
@@ -38,10 +38,12 @@ def unit_dir(root: Path, point: str, seed: int) -> Path:
 def save_outcome(directory: Path, outcome: MethodOutcome) -> None:
     """Persist one method's outcome; the JSON is renamed into place last and marks the unit finished."""
     arrays: dict[str, np.ndarray] = {}
-    index = {}
+    index = []
     for key, scored in outcome.scores.items():
         slot = f"s{len(index)}"
-        index[key] = {"slot": slot, "segments": sorted(scored.segments)}
+        index.append(
+            {"party": key.party, "split": key.split, "slot": slot, "segments": sorted(scored.segments)}
+        )
         arrays[f"{slot}_ids"] = np.asarray(scored.ids).astype(str)
         arrays[f"{slot}_y"] = np.asarray(scored.y, dtype=np.int8)
         arrays[f"{slot}_p"] = np.asarray(scored.p, dtype=np.float64)
@@ -79,10 +81,12 @@ def load_outcome(directory: Path, method: str) -> MethodOutcome:
     meta = json.loads((directory / f"{method}.json").read_text())
     with np.load(directory / f"{method}.npz", allow_pickle=False) as data:
         scores = {}
-        for key, info in meta["scores"].items():
+        for info in meta["scores"]:
             slot = info["slot"]
             segments = {name: data[f"{slot}_seg_{name}"] for name in info["segments"]}
-            scores[key] = ScoredSet(data[f"{slot}_ids"], data[f"{slot}_y"], data[f"{slot}_p"], segments)
+            scores[ScoreKey(info["party"], info["split"])] = ScoredSet(
+                data[f"{slot}_ids"], data[f"{slot}_y"], data[f"{slot}_p"], segments
+            )
         train_scores = data["train_scores"] if "train_scores" in data.files else None
     return MethodOutcome(
         method=meta["method"],

@@ -58,8 +58,8 @@ def _outcome(method: str, pa: np.ndarray, pb: np.ndarray) -> MethodOutcome:
     return MethodOutcome(
         method,
         {
-            "bank_a/test": ScoredSet(np.asarray(A_IDS, dtype=object)[order], A_Y[order], pa[order]),
-            "bank_b/test": ScoredSet(np.asarray(B_IDS, dtype=object), B_Y, pb),
+            ("bank_a", "test"): ScoredSet(np.asarray(A_IDS, dtype=object)[order], A_Y[order], pa[order]),
+            ("bank_b", "test"): ScoredSet(np.asarray(B_IDS, dtype=object), B_Y, pb),
         },
     )
 

@@ -396,7 +396,7 @@ def test_federated_beats_the_bank_alone_on_a_default_world(tmp_path):
         aligned,
     )
     alone = siloed_vertical(world.parties[LABEL_HOLDER], splits, ModelConfig(kind="logistic"), cfg, seed=0)
-    f, s = fed.scores["test"], alone.scores[f"{LABEL_HOLDER}/test"]
+    f, s = fed.scores["test"], alone.scores[(LABEL_HOLDER, "test")]
     assert np.array_equal(f.ids, s.ids)
     replicates = bootstrap_ks_auc(
         [{LABEL_HOLDER: {"federated": (f.y, f.p), "siloed": (s.y, s.p)}}], n_boot=400

@@ -21,7 +21,7 @@ from fedrisk.config.experiment import ExperimentConfig, point_label
 from fedrisk.core.errors import FedriskError
 from fedrisk.core.jsonio import atomic_write_json, fingerprint
 from fedrisk.core.metrics import ks_statistic
-from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
 from fedrisk.evaluation.results import finalize
 from fedrisk.methods.registry import METHODS
 from fedrisk.report import plots
@@ -48,7 +48,7 @@ def _outcome(method: str, banks: dict[str, int], seed: int, vertical: bool, epsi
                 covered = np.random.default_rng(seed + len(partner)).random(n) < share
                 segments[f"covered_by_{partner}"] = covered
                 segments[f"uncovered_by_{partner}"] = ~covered
-        scores[f"{bank}/test"] = ScoredSet(ids, y, p, segments)
+        scores[ScoreKey(bank, "test")] = ScoredSet(ids, y, p, segments)
     step = "round" if method == "federated" else "epoch"
     history = []
     for party in banks if (method == "siloed" and not vertical) else [None]:
@@ -244,8 +244,8 @@ def test_formatting_helpers() -> None:
 
 
 def _scored(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    out = _outcome("siloed", {"bank": 800}, seed, True, None).scores["bank/test"]
-    fed = _outcome("federated", {"bank": 800}, seed, True, None).scores["bank/test"]
+    out = _outcome("siloed", {"bank": 800}, seed, True, None).scores[("bank", "test")]
+    fed = _outcome("federated", {"bank": 800}, seed, True, None).scores[("bank", "test")]
     return {"siloed": (out.y, out.p), "federated": (fed.y, fed.p)}
 
 

@@ -28,7 +28,7 @@ def test_smallest_bank_uplift_ci_is_above_zero(tmp_path):
     run_experiment(cfg, raw, tmp_path / "run", methods=methods)
     gains = []
     for unit in load_units(tmp_path / "run", sweep_points(cfg, raw), methods):
-        sizes = {key: len(s.y) for key, s in unit.outcomes["siloed"].scores.items() if key.endswith("/test")}
+        sizes = {key: len(s.y) for key, s in unit.outcomes["siloed"].scores.items() if key.split == "test"}
         smallest = min(sizes, key=sizes.get)
         fed, silo = unit.outcomes["federated"].scores[smallest], unit.outcomes["siloed"].scores[smallest]
         assert np.array_equal(fed.ids, silo.ids)
