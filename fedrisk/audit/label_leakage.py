@@ -53,7 +53,8 @@ from fedrisk.config.audit import DefenceSpec, LabelLeakageConfig
 from fedrisk.config.model import TrainConfig
 from fedrisk.config.vertical import VerticalConfig
 from fedrisk.core.metrics import ks_statistic
-from fedrisk.models.split import VerticalBlocks, make_split_model, predict_twin_logits, vertical_blocks
+from fedrisk.models.split import make_split_model, predict_twin_logits
+from fedrisk.models.split_data import VerticalBlocks, vertical_blocks
 from fedrisk.models.split_trainer import fit_twin
 
 if TYPE_CHECKING:  # the runner and the config compose this module; importing them here would be circular

@@ -76,13 +76,8 @@ from fedrisk.data.preprocessing import HolderPreprocessor
 from fedrisk.data.table import PartyTable
 from fedrisk.federation import privacy
 from fedrisk.models import make_model, train
-from fedrisk.models.split import (
-    SplitModel,
-    VerticalBlocks,
-    make_split_model,
-    predict_twin_logits,
-    vertical_blocks,
-)
+from fedrisk.models.split import SplitModel, make_split_model, predict_twin_logits
+from fedrisk.models.split_data import VerticalBlocks, vertical_blocks
 from fedrisk.models.split_trainer import fit_twin
 from fedrisk.models.training import bce, make_optimizer, predict_logits, seed_torch
 

@@ -34,7 +34,8 @@ from fedrisk.federation.vertical_client import MODEL_KIND_KEY, SEED_KEY, TRAIN_C
 from fedrisk.federation.vertical_client import app as client_app
 from fedrisk.federation.vertical_server import HISTORY_FILE, LABEL_HOLDER_KEY, PLAN_KEY, RESULT_FILE, Plan
 from fedrisk.federation.vertical_server import app as server_app
-from fedrisk.models.split import make_split_model, predict_twin_logits, vertical_blocks
+from fedrisk.models.split import make_split_model, predict_twin_logits
+from fedrisk.models.split_data import vertical_blocks
 from fedrisk.models.split_trainer import fit_twin
 from fedrisk.protocol.psi import Alignment, align_parties
 

@@ -32,7 +32,8 @@ from fedrisk.config.model import TrainConfig
 from fedrisk.config.vertical import VerticalConfig
 from fedrisk.data.preprocessing import HolderPreprocessor
 from fedrisk.federation.nodes import party_query_reply, read_party_table, resolve_party
-from fedrisk.models.split import HolderBottom, StepReply, StepRequest, make_bottom
+from fedrisk.models.split import make_bottom
+from fedrisk.models.split_holder import HolderBottom, StepReply, StepRequest
 from fedrisk.protocol.psi import partner_rows
 
 SETUP = "query.vertical_setup"

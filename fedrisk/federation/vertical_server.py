@@ -43,7 +43,9 @@ from fedrisk.federation.vertical_client import (
     encode_step,
     from_array,
 )
-from fedrisk.models.split import Coverage, SplitKind, SplitTop, StepReply, StepRequest
+from fedrisk.models.split import SplitKind, SplitTop
+from fedrisk.models.split_data import Coverage
+from fedrisk.models.split_holder import StepReply, StepRequest
 from fedrisk.models.split_trainer import GradientHook, SplitTrainer
 
 PLAN_KEY = "vertical-plan"

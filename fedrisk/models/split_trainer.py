@@ -23,19 +23,15 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from fedrisk.config.model import TrainConfig
-from fedrisk.models.split import (
-    Coverage,
-    HolderBottom,
-    SplitModel,
-    SplitTop,
-    StepReply,
-    StepRequest,
-    epoch_record,
-)
-from fedrisk.models.training import EarlyStopping, epoch_batches, make_optimizer
+from fedrisk.core.metrics import ks_statistic
+from fedrisk.models.split import SplitModel, SplitTop
+from fedrisk.models.split_data import Coverage
+from fedrisk.models.split_holder import HolderBottom, StepReply, StepRequest
+from fedrisk.models.training import EarlyStopping, bce, epoch_batches, make_optimizer
 
 
 class HolderLink(Protocol):
@@ -247,6 +243,24 @@ class SplitTrainer:
         with torch.no_grad():
             emb = {h: replies[h].eval_embedding for h in self.holders}
             return self.logits(emb, {h: sel[h][1] for h in self.holders}, len(rows)).numpy()
+
+
+def epoch_record(
+    epoch: int, train_loss: float, y_val: np.ndarray, val_logits: np.ndarray, **extra: float
+) -> dict:
+    """One history row: losses and the validation ranking metrics the report plots."""
+    val_logits = np.asarray(val_logits, dtype=np.float64)
+    auc = ks = float("nan")
+    if 0 < y_val.sum() < len(y_val):
+        auc, ks = float(roc_auc_score(y_val, val_logits)), ks_statistic(y_val, val_logits)
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": bce(y_val, val_logits),
+        "val_auc": auc,
+        "val_ks": ks,
+        **extra,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from fedrisk.federation.channel import RecordingGrid
 from fedrisk.federation.vertical import run_vertical, train_centralized_twin
 from fedrisk.federation.vertical_client import from_array
 from fedrisk.methods.baselines import siloed_vertical
-from fedrisk.models.split import HolderBottom, StepRequest, make_bottom
+from fedrisk.models.split import make_bottom
+from fedrisk.models.split_holder import HolderBottom, StepRequest
 from fedrisk.protocol.psi import Alignment
 
 LABEL_HOLDER = "bank"
