@@ -55,10 +55,10 @@ KEY_SIZES = (8192, 16384)
 #: Feature scale of the flooding calibration's synthetic data (fedrisk standardizes features; 4 is generous).
 CALIBRATION_X_SCALE = 4.0
 
-# Measured costs (ms on this machine, N = 8192) for `choose_lanes`: encode + multiply_plain, one
-# rotation, one encryption, and bytes per uploaded / returned ciphertext at 100 MB/s.
-_MS_MUL, _MS_ROT, _MS_ENC = 1.0, 2.5, 3.0
-_MS_IN, _MS_OUT = 131e3 / 100e3, 262e3 / 100e3
+# Measured CPU costs (ms on this machine, N = 8192) for `choose_lanes`: per uploaded ciphertext (encrypt,
+# serialize, load, 131 kB at 100 MB/s), per ciphertext and pass (encode + multiply_plain), per rotation,
+# and per result ciphertext (mask encryption, serialize, decrypt, 262 kB at 100 MB/s).
+_MS_PER_CT, _MS_MUL, _MS_ROT, _MS_PER_RESULT = 5.2, 0.55, 2.1, 9.4
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -124,8 +124,9 @@ def choose_lanes(n_rows: int, n_features: int, slots: int) -> int:
     while k <= slots // 2:
         rows = slots // k
         cts, passes = -(-n_rows // rows), -(-n_features // k)
-        cost = cts * passes * _MS_MUL + passes * math.log2(rows) * _MS_ROT + cts * (_MS_ENC + _MS_IN)
-        cost += passes * _MS_OUT
+        cost = (
+            cts * _MS_PER_CT + cts * passes * _MS_MUL + passes * (math.log2(rows) * _MS_ROT + _MS_PER_RESULT)
+        )
         if cost < best_cost:
             best, best_cost = k, cost
         k *= 2
@@ -175,7 +176,8 @@ class CkksSecret:
         self.flood_bits, self.flood_queries, self._calibrate = flood_bits, flood_queries, calibrate
         self._sigma: dict[tuple[int, int, int], float] = {}
         self._fresh: tuple[CkksSecret, CkksPublic] | None = None
-        self._pool = WorkerPool(workers, _init_worker, (key_bits, _save(self._secret)))
+        secret_bytes = _save(self._secret) if workers > 1 else b""  # only worker processes need a copy
+        self._pool = WorkerPool(workers, _init_worker, (key_bits, secret_bytes))
         self._rng = np.random.default_rng(secrets.randbits(128))
 
     def public_blobs(self) -> list[bytes]:
