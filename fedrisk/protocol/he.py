@@ -21,7 +21,7 @@ Schemes (``HEParams.scheme``):
   value; the slow reference (FATE's scheme), measured beside CKKS in ``experiments/benchmarks/he.py``.
 
 Every message is an envelope (`fedrisk.protocol.he_wire`) naming its kind, scheme, key size and key; a
-wrong key size, a ciphertext from another key or a corrupted message raises `fedrisk.errors.FedriskError`
+wrong key size, a ciphertext from another key or a corrupted message raises `fedrisk.core.errors.FedriskError`
 naming ``federation.vertical.protection`` — never a silently wrong number. Each role counts its own costs
 (`HECost`: seconds encrypting / evaluating / decrypting, bytes it sent).
 """

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 
 FIELD = "federation.vertical.protection"
 MAGIC = b"FRHE\x01"

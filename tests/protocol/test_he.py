@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 from fedrisk.protocol import he_lr
 from fedrisk.protocol.he import Evaluator, HEParams, KeyHolder
 from fedrisk.protocol.he_wire import FIELD, unpack
