@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fedrisk.config.audit import AuditConfig
 from fedrisk.config.horizontal import HorizontalConfig
 from fedrisk.config.model import ModelConfig, TrainConfig
-from fedrisk.config.vertical import VerticalConfig
+from fedrisk.config.vertical import PROTECTIONS, VerticalConfig
 from fedrisk.config.world import WorldConfig
 from fedrisk.core.errors import FedriskError
 
@@ -137,6 +137,37 @@ class ExperimentConfig(_Section):
         default_factory=dict,
         description="Grid to vary: dotted key -> list of values, e.g. 'world.supply_chain.coverage' = [0.2, 0.6].",
     )
+
+    @model_validator(mode="after")
+    def _protection_applies(self) -> ExperimentConfig:
+        """A label protection that does not apply to the model or topology is refused before any work."""
+        protection = self.federation.vertical.protection
+        if protection == "none":
+            return self
+        field = "federation.vertical.protection"
+        horizontal = self.topology == "horizontal" or (
+            self.topology == "auto" and self.data.source == "synthetic" and self.world.n_banks > 1
+        )
+        if horizontal:
+            raise FedriskError(
+                field,
+                f"{protection!r} protects a vertical run's labels, but this run is horizontal",
+                "use protection = 'none' (horizontal runs have federation.horizontal.dp and secagg)",
+            )
+        kind = self.model.kind
+        if protection == "he" and kind != "logistic":
+            raise FedriskError(
+                field,
+                f"'he' encrypts vertical logistic regression's gradients; model.kind is {kind!r}",
+                "use model.kind = 'logistic', or protection = 'noise' or 'label_dp' for the split-NN",
+            )
+        if protection in ("noise", "label_dp") and kind not in ("logistic", "mlp"):
+            raise FedriskError(
+                field,
+                f"{protection!r} protects split training (logistic or mlp); model.kind is {kind!r}",
+                f"use protection in {list(PROTECTIONS[:2])} with this model",
+            )
+        return self
 
     @model_validator(mode="after")
     def _split_network_follows_the_model(self) -> ExperimentConfig:

@@ -73,7 +73,16 @@ def preflight(config: ExperimentConfig) -> None:
     from fedrisk.data.setting import build_parties, resolve_topology
 
     if config.data.source == "tables":  # workers re-read the tables; bad ones fail here, in one line
-        resolve_topology(config, build_parties(config, config.seeds[0]))
+        topology, _ = resolve_topology(config, build_parties(config, config.seeds[0]))
+        protection = config.federation.vertical.protection
+        if topology == "horizontal" and protection != "none":  # the schema cannot see the tables' labels
+            from fedrisk.core.errors import FedriskError
+
+            raise FedriskError(
+                "federation.vertical.protection",
+                f"{protection!r} protects a vertical run's labels, but these tables make a horizontal run",
+                "use protection = 'none' (horizontal runs have federation.horizontal.dp and secagg)",
+            )
     if config.federation.horizontal.strategy_params:
         from fedrisk.federation.strategies import check_params
 
