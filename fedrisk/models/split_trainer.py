@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from fedrisk.config.model import TrainConfig
+from fedrisk.core.progress import report
 from fedrisk.models.split import (
     Coverage,
     HolderBottom,
@@ -195,6 +196,7 @@ class SplitTrainer:
 
         train_loss = float("nan")
         for epoch in range(1, cfg.epochs + 1):
+            report("epoch", epoch, cfg.epochs)
             total = 0.0
             for k, batch in enumerate(epoch_batches(len(train), self.step_size, rng)):
                 applicants = train[batch]
