@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedrisk.core.errors import FedriskError
@@ -58,27 +57,13 @@ def run(
     """Run one experiment (all sweep points and seeds) and print the KS-uplift table."""
     from fedrisk.config.experiment import load_config, sweep_points
     from fedrisk.experiment import run_experiment
+    from fedrisk.runner.progress import RunProgress
 
     cfg, raw = load_config(config, set_ or [])
     root = out or _default_out(config)
     n_units = sum(len(c.seeds) for _, c in sweep_points(cfg, raw))
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet or not console.is_terminal,
-    ) as progress:
-        task = progress.add_task(f"{cfg.name}: point x seed", total=n_units)
-
-        def done(point: str, seed: int, ran: list[str]) -> None:
-            progress.advance(task)
-            if quiet or not console.is_terminal:
-                return
-            progress.console.print(f"  {point} seed={seed}: {', '.join(ran) if ran else 'already done'}")
-
-        results = run_experiment(cfg, raw, root, force=force, on_unit_done=done)
+    with RunProgress(cfg.name, n_units, console, enabled=not quiet and console.is_terminal) as progress:
+        results = run_experiment(cfg, raw, root, force=force, on_unit_done=progress.unit_done)
     print_summary(results)
     if report:
         from fedrisk.report.build import build_report

@@ -54,6 +54,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedrisk.config.horizontal import HorizontalJob
 from fedrisk.core.errors import FedriskError
+from fedrisk.core.progress import report
 from fedrisk.federation.channel import KIND_KEY, ClientFailure
 from fedrisk.federation.horizontal_client import (
     PREP_DIGEST_KEY,
@@ -222,6 +223,7 @@ class RoundRecorder(Strategy):
         if failures:  # RecordingGrid raises first; this covers a grid that does not
             raise RuntimeError(f"round {server_round}: {len(failures)} client(s) failed: {failures[0]!r}")
         parameters, metrics = self.strategy.aggregate_fit(server_round, results, failures)
+        report("round", server_round)
         row = self._row(server_round)
         row["clients"] = len(results)
         row["train_loss"] = metrics.get("train_loss")

@@ -28,6 +28,7 @@ from torch import nn
 
 from fedrisk.config.model import TrainConfig
 from fedrisk.core.metrics import ks_statistic
+from fedrisk.core.progress import report
 from fedrisk.models.split import SplitModel, SplitTop
 from fedrisk.models.split_data import Coverage
 from fedrisk.models.split_holder import HolderBottom, StepReply, StepRequest
@@ -191,6 +192,7 @@ class SplitTrainer:
 
         train_loss = float("nan")
         for epoch in range(1, cfg.epochs + 1):
+            report("epoch", epoch, cfg.epochs)
             total = 0.0
             for k, batch in enumerate(epoch_batches(len(train), self.step_size, rng)):
                 applicants = train[batch]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fedrisk.config.model import TrainConfig
+from fedrisk.core.progress import report
 
 
 @dataclass
@@ -143,6 +144,7 @@ def train(
     history = TrainHistory()
     stopper, best_state = EarlyStopping(cfg), copy.deepcopy(model.state_dict())
     for epoch in range(1, cfg.epochs + 1):
+        report("epoch", epoch, cfg.epochs)
         history.train_loss.append(run_epochs(model, X, y, 1, cfg.batch_size, optimizer, rng))
         history.val_loss.append(bce(y_val, predict_logits(model, X_val)))
         improved, stop = stopper.update(epoch, history.val_loss[-1])

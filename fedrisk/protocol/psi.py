@@ -27,6 +27,7 @@ import pandas as pd
 import private_set_intersection.python as psi
 
 from fedrisk.core.errors import FedriskError
+from fedrisk.core.progress import report
 
 __all__ = [
     "Alignment",
@@ -345,6 +346,7 @@ def align_parties(
     n_items = sum(len(label_list) + len(ids) for ids in partner_lists.values())
     workers = min(len(partner_lists), _n_cpus())
     jobs = [(label_holder, label_arr, name, ids) for name, ids in partner_lists.items()]
+    report(f"PSI with {', '.join(partner_lists)}", 0, len(jobs))
     if parallel and workers > 1 and n_items >= PARALLEL_MIN_ITEMS:
         with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
             futures = [pool.submit(private_intersection, *job, fpr=fpr) for job in jobs]

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from fedrisk import __version__
 from fedrisk.config import ExperimentConfig, point_label, sweep_points
+from fedrisk.core import progress
 from fedrisk.core.errors import FedriskError
 from fedrisk.core.jsonio import atomic_write_json, fingerprint, make_private
 from fedrisk.data.setting import build_setting
 from fedrisk.methods.registry import METHODS, run_method
+from fedrisk.runner.progress import init_worker, worker_args
 from fedrisk.runner.units import Unit, finished_methods, load_outcome, save_outcome, unit_dir
 
 
@@ -40,8 +42,10 @@ def run_unit(
     audits = [a for a in config.audit.enabled() if not (directory / f"audit_{a}.json").exists()]
     if not todo and not audits:
         return []
+    progress.begin_unit(point, seed)
     setting = build_setting(config, seed)
     for method in todo:
+        progress.begin_method(method)
         workdir = _fresh_workdir(root, point, seed, method)
         outcome = run_method(method, config, setting, seed, workdir)
         save_outcome(directory, outcome)
@@ -51,6 +55,7 @@ def run_unit(
 
         outcomes = {m: load_outcome(directory, m) for m in finished_methods(directory)}
         for name in audits:
+            progress.begin_method(f"audit {name}")
             workdir = _fresh_workdir(root, point, seed, f"audit_{name}")
             result = run_audit(name, config, setting, seed, outcomes, workdir)
             atomic_write_json(directory / f"audit_{name}.json", result)
@@ -142,7 +147,12 @@ def run_units(
             if on_unit_done:
                 on_unit_done(label, seed, ran)
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=get_context("spawn"),
+            initializer=init_worker,
+            initargs=worker_args(),
+        ) as pool:
             futures = {
                 pool.submit(run_unit, cfg, label, seed, root, methods): (label, seed)
                 for label, _, cfg, seed in jobs

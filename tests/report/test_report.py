@@ -1,7 +1,6 @@
 """`fedrisk report`: files written, figures carry the right series, tables equal results.json.
 
-Results directories are built with the runner's own writers (save_outcome + finalize) from random
-scores, so these tests do not depend on the federation code.
+The results directories come from tests/report/conftest.py (the runner's own writers, random scores).
 """
 
 from __future__ import annotations
@@ -11,108 +10,19 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection
-from matplotlib.container import BarContainer
+from matplotlib.container import ErrorbarContainer
 
-from fedrisk.config.experiment import ExperimentConfig, point_label
 from fedrisk.core.errors import FedriskError
-from fedrisk.core.jsonio import atomic_write_json, fingerprint
 from fedrisk.core.metrics import ks_statistic
-from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
-from fedrisk.evaluation.results import finalize
-from fedrisk.methods.registry import METHODS
-from fedrisk.report import plots
-from fedrisk.report.build import build_report, fmt_ci, fmt_pct_ci, human_bytes, human_seconds
-from fedrisk.runner.units import save_outcome, unit_dir
+from fedrisk.report import party_plots, plots
+from fedrisk.report.build import build_report
+from fedrisk.report.fmt import fmt_ci, fmt_pct_ci, human_bytes, human_seconds
+from fedrisk.report.tables import audits
 
-STRENGTH = {"siloed": 0.8, "federated": 1.4, "centralized": 1.8}
 EPS_KEY = "federation.horizontal.dp.target_epsilon"
-
-
-def _outcome(method: str, banks: dict[str, int], seed: int, vertical: bool, epsilon) -> MethodOutcome:
-    """Scores whose separation grows siloed < federated < centralized; same applicants for every method."""
-    scores = {}
-    for b, (bank, n) in enumerate(banks.items()):
-        rng = np.random.default_rng(1000 * seed + b)
-        y = (rng.random(n) < 0.12).astype(np.int8)
-        ids = np.array([f"{bank}-{i}" for i in range(n)])
-        noise = np.random.default_rng([seed, b, METHODS.index(method)]).normal(size=n)
-        strength = STRENGTH[method] * (epsilon / (epsilon + 2) if method == "federated" and epsilon else 1.0)
-        p = 1 / (1 + np.exp(-(strength * y + noise - 2)))
-        segments = {}
-        if vertical:
-            for partner, share in (("tax", 0.6), ("supply_chain", 0.35)):
-                covered = np.random.default_rng(seed + len(partner)).random(n) < share
-                segments[f"covered_by_{partner}"] = covered
-                segments[f"uncovered_by_{partner}"] = ~covered
-        scores[ScoreKey(bank, "test")] = ScoredSet(ids, y, p, segments)
-    step = "round" if method == "federated" else "epoch"
-    history = []
-    for party in banks if (method == "siloed" and not vertical) else [None]:
-        for i in range(1, 6):
-            row = {step: i, "train_loss": 0.5 / i + 0.01 * seed, "val_loss": 0.55 / i + 0.02 * seed}
-            history.append({"party": party, **row} if party else row)
-    cost = {"wall_seconds": 3.0, "bytes_sent": 0, "epsilon": None}
-    if method == "federated":
-        cost = {
-            "wall_seconds": 7.5,
-            "bytes_sent": 2_345_678,
-            "epsilon": epsilon,
-            "delta": 1e-5 if epsilon else None,
-        }
-    return MethodOutcome(method, scores, history=history, cost=cost)
-
-
-def _make_run(root: Path, *, vertical: bool, sweep: dict, drop: tuple[str, int] | None = None) -> Path:
-    banks = {"bank": 400} if vertical else {"bank_1": 400, "bank_2": 120, "bank_3": 240}
-    config = ExperimentConfig(
-        name="unit-vertical" if vertical else "unit-horizontal",
-        topology="vertical" if vertical else "horizontal",
-        seeds=[0, 1],
-        world={"n_firms": 2000, "n_banks": len(banks)},
-        evaluation={"n_bootstrap": 20},
-        sweep=sweep,
-    )
-    keys = list(sweep)
-    assignments = [dict(zip(keys, values, strict=True)) for values in zip(*sweep.values(), strict=True)] or [
-        {}
-    ]
-    dump = config.model_dump(mode="json")
-    atomic_write_json(root / "run.json", {"fingerprint": fingerprint(dump), "config": dump})
-    for assignment in assignments:
-        for seed in config.seeds:
-            for method in METHODS:
-                if drop == (method, seed):
-                    continue
-                eps = assignment.get(EPS_KEY)
-                eps = None if eps in (None, "inf") else float(eps)
-                save_outcome(
-                    unit_dir(root, point_label(assignment), seed),
-                    _outcome(method, banks, seed, vertical, eps),
-                )
-    finalize(root, config, [(a, config) for a in assignments], METHODS, 12.0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def vertical_dir(tmp_path_factory) -> Path:
-    root = _make_run(
-        tmp_path_factory.mktemp("vertical"), vertical=True, sweep={"world.tax.coverage": [0.3, 0.7]}
-    )
-    build_report(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def horizontal_dir(tmp_path_factory) -> Path:
-    root = _make_run(
-        tmp_path_factory.mktemp("horizontal"), vertical=False, sweep={EPS_KEY: [1.0, 8.0, "inf"]}
-    )
-    build_report(root)
-    return root
 
 
 def _table_rows(markdown: str, heading: str) -> list[list[str]]:
@@ -182,14 +92,14 @@ def test_vertical_report_files_and_tables(vertical_dir: Path) -> None:
 
     page = (vertical_dir / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<table>" in page
-    assert '<img src="figures/ks_curves.png"' in page and "KS(federated) / KS(siloed) − 1" in page
+    assert "KS(federated) / KS(siloed) − 1" in page
 
 
 def test_horizontal_report_banks_sweep_and_privacy(horizontal_dir: Path) -> None:
     results = json.loads((horizontal_dir / "results.json").read_text())
     md = (horizontal_dir / "report.md").read_text()
     figures = {p.name for p in (horizontal_dir / "figures").glob("*.png")}
-    assert {"per_bank_ks.png", "privacy_utility.png", "uplift_sweep.png", "ks_curves.png"} <= figures
+    assert {"per_bank_uplift.png", "privacy_utility.png", "uplift_sweep.png", "ks_curves.png"} <= figures
     assert "coverage_ks.png" not in figures
 
     banks = _table_rows(md, "## Per bank")
@@ -198,7 +108,8 @@ def test_horizontal_report_banks_sweep_and_privacy(horizontal_dir: Path) -> None
         party = results["parties"][row[0]]
         assert row[1] == f"{party['n_test']:,}"
         assert row[3] == fmt_ci(party["methods"]["federated"]["ks"])
-        assert row[5] == fmt_pct_ci(party["uplift"]["ks_relative"])
+        assert row[5] == fmt_ci(party["uplift"]["ks_points"])
+        assert row[6] == fmt_pct_ci(party["uplift"]["ks_relative"])
 
     sweep_rows = _table_rows(md, "## Sweep")
     assert [r[0] for r in sweep_rows] == ["1.0", "8.0", "inf"]
@@ -208,15 +119,15 @@ def test_horizontal_report_banks_sweep_and_privacy(horizontal_dir: Path) -> None
     assert cost["Privacy budget ε"] == "1.00 (δ = 1e-05)"
 
 
-def test_incomplete_run_is_flagged_at_the_top(tmp_path: Path) -> None:
-    root = _make_run(tmp_path / "run", vertical=True, sweep={}, drop=("federated", 1))
+def test_incomplete_run_is_flagged_at_the_top(tmp_path: Path, make_run) -> None:
+    root = make_run(tmp_path / "run", vertical=True, sweep={}, drop=("federated", 1))
     assert json.loads((root / "results.json").read_text())["complete"] is False
     (root / "figures").mkdir()
-    (root / "figures" / "per_bank_ks.png").write_bytes(b"stale")
+    (root / "figures" / "per_bank_uplift.png").write_bytes(b"stale")
     md = build_report(root).read_text()
     assert md.index("INCOMPLETE RUN") < md.index("## What was run")
     assert not (
-        root / "figures" / "per_bank_ks.png"
+        root / "figures" / "per_bank_uplift.png"
     ).exists()  # a stale figure from an earlier build is removed
     assert "## Sweep" not in md and "uplift_sweep.png" not in md
 
@@ -243,14 +154,7 @@ def test_formatting_helpers() -> None:
 # The figures carry the right series
 
 
-def _scored(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    out = _outcome("siloed", {"bank": 800}, seed, True, None).scores[("bank", "test")]
-    fed = _outcome("federated", {"bank": 800}, seed, True, None).scores[("bank", "test")]
-    return {"siloed": (out.y, out.p), "federated": (fed.y, fed.p)}
-
-
-def test_ks_curves_mark_the_ks_gap() -> None:
-    scored = _scored()
+def test_ks_curves_mark_the_ks_gap(scored) -> None:
     fig = plots.ks_curves(scored, "cap · seeds [0]", "test set of bank")
     axes = fig.axes
     assert [ax.get_title() for ax in axes] == ["siloed (bank alone)", "federated"]
@@ -263,8 +167,8 @@ def test_ks_curves_mark_the_ks_gap() -> None:
     assert "cap · seeds [0]" in [t.get_text() for t in fig.texts]
 
 
-def test_roc_curves_one_line_per_method() -> None:
-    fig = plots.roc_curves(_scored(), "cap", "test set of bank")
+def test_roc_curves_one_line_per_method(scored) -> None:
+    fig = plots.roc_curves(scored, "cap", "test set of bank")
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert (
         labels[0].startswith("siloed")
@@ -293,19 +197,20 @@ def test_sweep_figures_follow_results(horizontal_dir: Path) -> None:
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1.0", "8.0", "inf"]
 
 
-def test_per_bank_bars_sorted_smallest_first(horizontal_dir: Path) -> None:
+def test_per_bank_uplift_smallest_bank_on_top_at_a_sane_size(horizontal_dir: Path) -> None:
     parties = json.loads((horizontal_dir / "results.json").read_text())["parties"]
-    fig = plots.per_bank_bars(parties, ["siloed", "federated", "centralized"], "cap")
+    fig = party_plots.per_bank_uplift(parties, "cap")
     ax = fig.axes[0]
-    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["bank_2", "bank_3", "bank_1"]
-    bars = {
-        c.get_label(): [b.get_height() for b in c.patches]
-        for c in ax.containers
-        if isinstance(c, BarContainer)
-    }
-    assert bars["federated"] == pytest.approx(
-        [parties[b]["methods"]["federated"]["ks"]["mean"] for b in ("bank_2", "bank_3", "bank_1")]
-    )
+    order = ["bank_2", "bank_3", "bank_1"]  # by test size, smallest first = top row
+    labels = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text().split(" ")[0] for t in labels] == order
+    (dots,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    x, y = dots.lines[0].get_data()
+    by_row = dict(zip(y, x, strict=True))
+    expected = [parties[b]["uplift"]["ks_points"]["mean"] for b in order]
+    assert [by_row[k] for k in sorted(by_row, reverse=True)] == pytest.approx(expected)
+    width, height = fig.get_size_inches() * fig.dpi
+    assert width <= 1000 and height <= 600  # was 2112 x 600 px for three banks
 
 
 def test_training_curves_one_panel_per_method(horizontal_dir: Path) -> None:
@@ -323,7 +228,7 @@ def test_every_saved_figure_has_the_caption(vertical_dir: Path) -> None:
     results = json.loads((vertical_dir / "results.json").read_text())
     fig = plots.uplift_vs_sweep(results["sweep"], "unit-vertical · seeds [0, 1]")
     assert any("unit-vertical · seeds [0, 1]" in t.get_text() for t in fig.texts)
-    fig = plots.coverage_ks(
+    fig = party_plots.coverage_ks(
         pd.DataFrame(
             [
                 {"partner": "tax", "segment": s, "method": m, "ks": 0.3, "ks_lo": 0.2, "ks_hi": 0.4, "n": 10}
@@ -335,16 +240,16 @@ def test_every_saved_figure_has_the_caption(vertical_dir: Path) -> None:
         "unit-vertical · seeds [0, 1]",
     )
     assert any("unit-vertical" in t.get_text() for t in fig.texts)
-    assert {c.get_label() for c in fig.axes[0].containers if isinstance(c, BarContainer)} == {
+    assert {c.get_label() for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)} == {
         "siloed",
         "federated",
     }
+    low, high = fig.axes[0].get_ylim()
+    assert low > 0.15 and high < 0.5  # zoomed to the data (KS 0.2-0.4), not 0-1.1
 
 
 def test_audit_section_lists_every_number_of_the_first_seed():
-    from fedrisk.report.build import _audits
-
-    audits = {
+    blocks = {
         "label_leakage": {
             "seed=0": {
                 "partners": {"tax": {"none": {"norm_auc": 0.98}, "noise": {"norm_auc": 0.6, "ks_cost": 0.02}}}
@@ -352,7 +257,7 @@ def test_audit_section_lists_every_number_of_the_first_seed():
             "seed=1": {"partners": {"tax": {"none": {"norm_auc": 0.5}}}},
         }
     }
-    text = _audits(audits)
+    text = audits(blocks)
     assert "### label leakage (seed=0)" in text
     assert "| partners.tax.none.norm_auc | 0.98 |" in text
     assert "| partners.tax.noise.ks_cost | 0.02 |" in text
