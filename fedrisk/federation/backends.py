@@ -32,7 +32,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedrisk.core.errors import FedriskError
-from fedrisk.federation.channel import ClientFailure, MessageLog, RecordingGrid
+from fedrisk.federation.channel import ClientFailure, MessageLog
+from fedrisk.federation.grids import RecordingGrid
 from fedrisk.federation.inprocess import InProcessGrid
 from fedrisk.federation.nodes import PARTY_QUERY, discover_parties, party_query_reply
 

@@ -23,7 +23,7 @@ import fedrisk  # noqa: F401 - sets Flower's environment before flwr is imported
 from fedrisk.config.experiment import validate
 from fedrisk.data.setting import build_setting
 from fedrisk.deploy.experiment import SMALL_VERTICAL, federated_outcome
-from fedrisk.federation.channel import ClientFailure, MessageLog, RecordingGrid
+from fedrisk.federation.channel import ClientFailure, MessageLog
 from fedrisk.federation.deploy import apps
 from fedrisk.federation.deploy.certificates import make_node_keys, make_server_certificates
 from fedrisk.federation.deploy.loopback import (
@@ -34,6 +34,7 @@ from fedrisk.federation.deploy.loopback import (
     run_config_for_app,
 )
 from fedrisk.federation.deploy.remote import Captured, CaptureEngine
+from fedrisk.federation.grids import RecordingGrid
 from fedrisk.federation.nodes import PARTY_QUERY
 
 # --- certificates --------------------------------------------------------------------------------------

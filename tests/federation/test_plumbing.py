@@ -33,7 +33,8 @@ from fedrisk.federation.backends import (
     read_completion,
     run_federation,
 )
-from fedrisk.federation.channel import ClientFailure, MessageLog, RecordingGrid, message_nbytes
+from fedrisk.federation.channel import ClientFailure, MessageLog, message_nbytes
+from fedrisk.federation.grids import RecordingGrid
 from fedrisk.federation.inprocess import InProcessGrid
 from fedrisk.federation.nodes import (
     party_nodes,

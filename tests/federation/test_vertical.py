@@ -25,7 +25,7 @@ from fedrisk.data.splits import split_applicants
 from fedrisk.data.synthetic import WorldConfig, generate_world
 from fedrisk.data.table import PartyTable
 from fedrisk.evaluation.uncertainty import bootstrap_ks_auc
-from fedrisk.federation.channel import RecordingGrid
+from fedrisk.federation.grids import RecordingGrid
 from fedrisk.federation.vertical import run_vertical, train_centralized_twin
 from fedrisk.federation.vertical_client import from_array
 from fedrisk.methods.baselines import siloed_vertical

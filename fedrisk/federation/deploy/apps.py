@@ -35,7 +35,8 @@ from flwr.serverapp import Grid, ServerApp
 from fedrisk.config.horizontal import HorizontalJob
 from fedrisk.core.errors import FedriskError
 from fedrisk.federation.backends import OUTPUT_DIR_KEY, PartyClientApp, recorded_server_app
-from fedrisk.federation.channel import ClientFailure, DelegatingGrid
+from fedrisk.federation.channel import ClientFailure
+from fedrisk.federation.grids import DelegatingGrid
 from fedrisk.federation.vertical_server import PLAN_KEY
 
 FAILURE_FILE = "federation-failed.json"
