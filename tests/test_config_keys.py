@@ -155,7 +155,9 @@ PROBES: dict[str, tuple[str, Any] | tuple[str, Any, dict]] = {
 SECAGG = {**HORIZONTAL, "federation": {"horizontal": {"secagg": {"enabled": True}}}}
 DP = {
     **HORIZONTAL,
-    "federation": {"horizontal": {"dp": {"mode": "server-adaptive", "noise_multiplier": 0.5}}},
+    "federation": {
+        "horizontal": {"dp": {"mode": "server-adaptive", "noise_multiplier": 0.5, "clipped_count_stddev": 5.0}}
+    },
 }
 PROBES.update(
     {
@@ -201,7 +203,7 @@ PROBES.update(
         "federation.horizontal.dp.clipping_norm": ("hrun:federated", 0.01, DP),
         "federation.horizontal.dp.target_clipped_quantile": ("hrun:federated", 0.1, DP),
         "federation.horizontal.dp.clip_norm_lr": ("hrun:federated", 2.0, DP),
-        "federation.horizontal.dp.clipped_count_stddev": ("hrun:federated", 5.0, DP),
+        "federation.horizontal.dp.clipped_count_stddev": ("hrun:federated", 10.0, DP),
         "federation.horizontal.dp.sampling": ("hrun:federated", "none", DP),
     }
 )

@@ -1,8 +1,8 @@
 """An experiment whose federated method runs on Flower's deployment engine, written like ``fedrisk run``.
 
 Why not a separate pipeline: the results must be comparable with the simulation's line for line, so the
-runner's own pieces do the work (`build_setting`, `run_method` for the baselines, the drivers through
-`fedrisk.methods.federated` with the deployment engine as backend, `save_outcome`, `finalize`). The
+runner's own loop (`fedrisk.runner.loop.run_units`) does the work with the deployment engine as the federated
+method's transport, and `finalize` writes the summary. The
 results directory is the same as ``fedrisk run`` writes (``results.json``, ``metrics.csv``, units), plus:
 
 - ``simulation/units/...``: the federated method again, in-process, on the same setting (``compare``);
@@ -12,21 +12,20 @@ results directory is the same as ``fedrisk run`` writes (``results.json``, ``met
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fedrisk.config.experiment import ExperimentConfig, point_label, sweep_points
+from fedrisk.config.experiment import ExperimentConfig, point_label
 from fedrisk.core.jsonio import atomic_write_json
 from fedrisk.core.metrics import credit_metrics
 from fedrisk.data.outcome import MethodOutcome
-from fedrisk.data.setting import Setting, build_setting, coverage_segments
+from fedrisk.data.setting import Setting, coverage_segments
 from fedrisk.evaluation.results import finalize
-from fedrisk.methods.registry import METHODS, run_method
-from fedrisk.runner.loop import prepare_output
-from fedrisk.runner.units import finished_methods, load_outcome, save_outcome, unit_dir
+from fedrisk.methods.registry import METHODS, preflight
+from fedrisk.runner.loop import run_units
+from fedrisk.runner.units import load_outcome, unit_dir
 
 DEPLOYMENT_FILE = "deployment.json"
 SIMULATION_DIR = "simulation"
@@ -97,40 +96,23 @@ def run_experiment_on(
 ) -> dict:
     """Run (or resume) ``config`` with the federated method on ``engine``; write ``root`` as the runner does.
 
+    The runner's own loop does the work, with the engine as the federated method's transport; with
+    ``compare`` the same loop runs the federated method again in-process into ``root/simulation``.
     Returns the ``deployment.json`` content. ``root`` is made absolute: the apps run in other processes.
     """
-    import torch
-
     root = Path(root).resolve()
     started = time.perf_counter()
-    prepare_output(root, config, force)
-    points = sweep_points(config, raw)
+    preflight(config)
+    points = run_units(config, raw, root, force=force, methods=METHODS, backend=engine)
     comparison = []
-    for assignment, cfg in points:
-        label = point_label(assignment)
-        torch.set_num_threads(cfg.training.num_threads)
-        for seed in cfg.seeds:
-            directory = unit_dir(root, label, seed)
-            sim_dir = unit_dir(root / SIMULATION_DIR, label, seed)
-            todo = [m for m in METHODS if m not in finished_methods(directory)]
-            need_sim = compare and "federated" not in finished_methods(sim_dir)
-            if not todo and not need_sim:
-                continue
-            setting = build_setting(cfg, seed)
-            for method in todo:
-                workdir = _fresh(root / "work" / label / f"seed={seed}" / method)
-                if method == "federated":
-                    outcome = federated_outcome(cfg, setting, seed, workdir, engine)
-                else:
-                    outcome = run_method(method, cfg, setting, seed, workdir)
-                save_outcome(directory, outcome)
-                shutil.rmtree(workdir, ignore_errors=True)
-            if need_sim:
-                workdir = _fresh(root / "work" / label / f"seed={seed}" / "simulation")
-                save_outcome(sim_dir, federated_outcome(cfg, setting, seed, workdir, "inprocess"))
-                shutil.rmtree(workdir, ignore_errors=True)
-            if compare:
-                deployed, simulated = load_outcome(directory, "federated"), load_outcome(sim_dir, "federated")
+    if compare:
+        sim_root = root / SIMULATION_DIR
+        run_units(config, raw, sim_root, methods=("federated",), backend="inprocess")
+        for assignment, cfg in points:
+            label = point_label(assignment)
+            for seed in cfg.seeds:
+                deployed = load_outcome(unit_dir(root, label, seed), "federated")
+                simulated = load_outcome(unit_dir(sim_root, label, seed), "federated")
                 comparison.append(
                     {
                         "point": label,
@@ -157,10 +139,3 @@ def run_experiment_on(
     }
     atomic_write_json(root / DEPLOYMENT_FILE, report)
     return report
-
-
-def _fresh(directory: Path) -> Path:
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
-    return directory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fedrisk.config import ExperimentConfig
 from fedrisk.data.outcome import MethodOutcome
@@ -12,8 +13,10 @@ METHODS = ("siloed", "centralized", "federated")
 
 
 def run_method(
-    method: str, config: ExperimentConfig, setting: Setting, seed: int, workdir: Path
+    method: str, config: ExperimentConfig, setting: Setting, seed: int, workdir: Path, backend: Any = None
 ) -> MethodOutcome:
+    """One method on one setting. ``backend`` overrides ``federation.backend`` for the federated method: a name
+    or a deployment `Engine` (the deployment engine is a transport of the same loop, not a loop of its own)."""
     from fedrisk.methods import baselines
 
     vertical = setting.topology == "vertical"
@@ -52,10 +55,12 @@ def run_method(
         if vertical:
             from fedrisk.methods.federated import federated_vertical
 
-            return federated_vertical(config, setting, seed, workdir, coverage_segments(setting))
+            return federated_vertical(
+                config, setting, seed, workdir, coverage_segments(setting), backend=backend
+            )
         from fedrisk.methods.federated import federated_horizontal
 
-        return federated_horizontal(config, setting, seed, workdir)
+        return federated_horizontal(config, setting, seed, workdir, backend=backend)
     raise ValueError(f"unknown method {method!r}")
 
 

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 from fedrisk import __version__
 from fedrisk.config import ExperimentConfig, point_label, sweep_points
@@ -28,9 +29,11 @@ from fedrisk.runner.units import Unit, finished_methods, load_outcome, save_outc
 
 
 def run_unit(
-    config: ExperimentConfig, point: str, seed: int, root: Path, methods: tuple[str, ...]
+    config: ExperimentConfig, point: str, seed: int, root: Path, methods: tuple[str, ...], backend: Any = None
 ) -> list[str]:
-    """Run the unfinished methods of one (point, seed); returns the methods it ran."""
+    """Run the unfinished methods of one (point, seed); returns the methods it ran.
+
+    ``backend`` (a name or a deployment `Engine`) overrides ``federation.backend`` for the federated method."""
     import torch
 
     from fedrisk.federation.logs import set_flower_log_level
@@ -47,7 +50,7 @@ def run_unit(
     for method in todo:
         progress.begin_method(method)
         workdir = _fresh_workdir(root, point, seed, method)
-        outcome = run_method(method, config, setting, seed, workdir)
+        outcome = run_method(method, config, setting, seed, workdir, backend)
         save_outcome(directory, outcome)
         shutil.rmtree(workdir, ignore_errors=True)
     if audits:
@@ -133,17 +136,18 @@ def run_units(
     force: bool = False,
     methods: tuple[str, ...] = METHODS,
     on_unit_done: ProgressCallback | None = None,
+    backend: Any = None,
 ) -> list:
     """Prepare ``root`` and run (or resume) every unit; returns the sweep points."""
     prepare_output(root, config, force)
     points = sweep_points(config, raw)
     jobs = [(point_label(a), a, cfg, seed) for a, cfg in points for seed in cfg.seeds]
     workers = min(config.runner.workers, len(jobs))
-    if config.federation.backend == "ray":
-        workers = 1  # Ray already uses both cores
+    if config.federation.backend == "ray" or backend is not None:
+        workers = 1  # Ray already uses both cores; an engine object lives in this process
     if workers <= 1:
         for label, _, cfg, seed in jobs:
-            ran = run_unit(cfg, label, seed, root, methods)
+            ran = run_unit(cfg, label, seed, root, methods, backend)
             if on_unit_done:
                 on_unit_done(label, seed, ran)
     else:
