@@ -156,7 +156,9 @@ SECAGG = {**HORIZONTAL, "federation": {"horizontal": {"secagg": {"enabled": True
 DP = {
     **HORIZONTAL,
     "federation": {
-        "horizontal": {"dp": {"mode": "server-adaptive", "noise_multiplier": 0.5, "clipped_count_stddev": 5.0}}
+        "horizontal": {
+            "dp": {"mode": "server-adaptive", "noise_multiplier": 0.5, "clipped_count_stddev": 5.0}
+        }
     },
 }
 PROBES.update(
