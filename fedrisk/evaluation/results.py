@@ -52,6 +52,7 @@ def finalize(
             cfg.evaluation.approval_rate,
         )
         summary["cost"] = _cost(point_units)
+        summary["audits"] = audits.get(label, {})
         sweep.append({"point": label, "assignment": assignment, **summary})
     head = sweep[0]
     results = {
@@ -65,7 +66,9 @@ def finalize(
         "parties": head["parties"],
         "cost": {**head["cost"], "session_wall_seconds": session_seconds},
         "sweep": sweep if config.sweep else [],
-        "audits": audits.get(head["point"], {}) if not config.sweep else audits,
+        # one shape whether or not a sweep ran: {audit: {"seed=<s>": result}} of the first point; every
+        # sweep entry carries its own point's block of the same shape
+        "audits": head["audits"],
         "finished": _now(),
         "complete": complete,
     }
