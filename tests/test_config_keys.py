@@ -15,6 +15,7 @@ The cheap probes run in the default suite; the ones that train a federation are 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from pathlib import Path
@@ -117,7 +118,7 @@ PROBES: dict[str, tuple[str, Any] | tuple[str, Any, dict]] = {
     "training.batch_size": ("run:siloed", 64),
     "training.lr": ("run:siloed", 0.1),
     "training.weight_decay": ("run:siloed", 0.1),
-    "training.patience": ("run:siloed", 1, {"training": {"epochs": 8, "lr": 0.2}}),
+    "training.patience": ("run:siloed", 1, {"training": {"epochs": 8, "min_delta": 0.01}}),
     "training.min_delta": ("run:siloed", 0.05, {"training": {"epochs": 8, "patience": 2}}),
     "training.num_threads": ("test:tests/test_config_keys.py::test_num_threads_reaches_torch", None),
     # vertical federation
@@ -206,7 +207,16 @@ PROBES.update(
         "federation.horizontal.dp.target_clipped_quantile": ("hrun:federated", 0.1, DP),
         "federation.horizontal.dp.clip_norm_lr": ("hrun:federated", 2.0, DP),
         "federation.horizontal.dp.clipped_count_stddev": ("hrun:federated", 10.0, DP),
-        "federation.horizontal.dp.sampling": ("hrun:federated", "none", DP),
+        "federation.horizontal.dp.sampling": (
+            "hrun:federated",
+            "none",
+            {
+                **HORIZONTAL,
+                "federation": {
+                    "horizontal": {"fraction_fit": 0.67, "dp": DP["federation"]["horizontal"]["dp"]}
+                },
+            },
+        ),
     }
 )
 # Audits are shown by their own tests (each trains several federations): the key's name must appear there.
@@ -277,7 +287,7 @@ def test_dedicated_tests_exist(key):
 
 def _config(key: str, value: Any | None) -> ExperimentConfig:
     probe = PROBES[key]
-    data = _merge(SMALL, probe[2] if len(probe) > 2 else {})
+    data = copy.deepcopy(_merge(SMALL, probe[2] if len(probe) > 2 else {}))  # set_dotted mutates
     if value is not None:
         set_dotted(data, key, value)
     return validate(data)
