@@ -25,7 +25,7 @@ import gmpy2
 import numpy as np
 from phe import paillier
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 
 FIELD = "federation.vertical.protection"
 WINDOW = 8  # bits per table digit: 256 entries per digit, exponent digits read straight from random bytes

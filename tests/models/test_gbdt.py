@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_curve
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 from fedrisk.models.gbdt import Binner, GBDTParams, LocalHistograms, SummedHistograms, boost, fit_pooled
 from fedrisk.models.gbdt.baseline import train_xgboost
 from fedrisk.models.gbdt.booster import PooledSession

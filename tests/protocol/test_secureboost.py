@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 from fedrisk.models.gbdt import Binner, GBDTParams, boost, fit_pooled
 from fedrisk.protocol import paillier
 from fedrisk.protocol.secureboost import Cost, InProcessLink, SecureBoostPartner, VerticalSession

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 from fedrisk.models.gbdt.binning import Binner, ColumnBins
 from fedrisk.models.gbdt.booster import base_margin, logistic_gradients, logloss
 from fedrisk.models.gbdt.histogram import LocalHistograms, SummedHistograms

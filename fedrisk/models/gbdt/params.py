@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 
 MAX_BINS_LIMIT = 1024
 """Bins are stored as uint16 with one extra code for "missing"; 1024 is far above what credit data needs."""

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 from fedrisk.models.gbdt.booster import base_margin, logistic_gradients, logloss
 from fedrisk.models.gbdt.histogram import FIXED_POINT_BITS, LocalHistograms, Split, node_slots
 from fedrisk.models.gbdt.params import GBDTParams

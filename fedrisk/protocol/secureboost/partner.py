@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedrisk.errors import FedriskError
+from fedrisk.core.errors import FedriskError
 from fedrisk.models.gbdt.histogram import go_left, histograms, node_slots
 from fedrisk.protocol import paillier
 from fedrisk.protocol.secureboost.messages import (
