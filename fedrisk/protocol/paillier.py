@@ -175,16 +175,11 @@ def from_bytes(array: np.ndarray, context: PublicContext) -> list:
         raise FedriskError(
             FIELD, f"ciphertext block of shape {array.shape}, expected (*, {context.cipher_bytes})"
         )
-    n2 = context.nsquare
-    out = []
-    for row in array:
-        c = int.from_bytes(row.tobytes(), "big")
-        if not 0 < c < n2:
-            raise FedriskError(
-                FIELD, "a ciphertext is out of range for this key (corrupted or foreign message)"
-            )
-        out.append(gmpy2.mpz(c))
-    return out
+    width, buf = array.shape[1], array.tobytes()
+    values = [int.from_bytes(buf[i : i + width], "big") for i in range(0, len(buf), width)]
+    if values and (min(values) <= 0 or max(values) >= context.nsquare):
+        raise FedriskError(FIELD, "a ciphertext is out of range for this key (corrupted or foreign message)")
+    return list(map(gmpy2.mpz, values))
 
 
 def slot_layout(n_rows: int, fraction_bits: int, context: PublicContext) -> tuple[int, int, int]:

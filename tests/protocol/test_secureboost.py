@@ -166,3 +166,23 @@ def test_unknown_protection_names_the_key():
     with pytest.raises(FedriskError) as caught:
         VerticalSession(codes, y, np.array([8, 8]), GBDTParams(), [], protection="secure_agg")
     assert caught.value.field == "federation.vertical.protection"
+
+
+@pytest.mark.slow
+def test_worker_processes_compute_the_same_sums_as_inline(key):
+    from fedrisk.protocol.paillier_pool import CipherWorkers
+
+    rng = np.random.default_rng(2)
+    inline, pool = CipherWorkers(key.context, 1), CipherWorkers(key.context, 2)
+    try:
+        wire = pool.encrypt([int(v) for v in rng.integers(-1000, 1000, 200)])
+        codes, node = rng.integers(0, 9, (200, 5)), rng.integers(0, 2, 200)
+        a, b = inline.bin_sums(wire, codes, node, 2, 8), pool.bin_sums(wire, codes, node, 2, 8)
+        assert key.decrypt(paillier.from_bytes(a, key.context)) == key.decrypt(
+            paillier.from_bytes(b, key.context)
+        )
+        packed = pool.pack(b, slot_bits=40, per_cipher=7)
+        values = paillier.unpack(key.decrypt(paillier.from_bytes(packed, key.context)), 40, 7, len(b))
+        assert values == key.decrypt(paillier.from_bytes(a, key.context))
+    finally:
+        pool.close()

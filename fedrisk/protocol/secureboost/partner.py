@@ -13,6 +13,7 @@ import numpy as np
 from fedrisk.core.errors import FedriskError
 from fedrisk.models.gbdt.histogram import go_left, histograms, node_slots
 from fedrisk.protocol import paillier
+from fedrisk.protocol.paillier_pool import CipherWorkers
 from fedrisk.protocol.secureboost.messages import (
     DecisionReply,
     DecisionRequest,
@@ -24,9 +25,6 @@ from fedrisk.protocol.secureboost.messages import (
     SplitReply,
     SplitRequest,
 )
-
-PAIR_GAIN = 0.5
-"""Sum two features together when their joint (bin, bin) cells are fewer than this share of the rows."""
 
 
 class SecureBoostPartner:
@@ -40,9 +38,13 @@ class SecureBoostPartner:
         Bins per own feature (`Binner.n_bins`).
     max_bins : int
         `model.max_bins`; the code `max_bins` marks a missing value.
+    workers : int, default=1
+        Processes for the encrypted histogram sums.
     """
 
-    def __init__(self, codes: np.ndarray, n_bins: np.ndarray, max_bins: int) -> None:
+    def __init__(self, codes: np.ndarray, n_bins: np.ndarray, max_bins: int, workers: int = 1) -> None:
+        self.workers = workers
+        self._pool: CipherWorkers | None = None
         self.codes = {"train": codes}
         self.n_bins = np.asarray(n_bins, dtype=np.int32)
         self.max_bins = max_bins
@@ -59,38 +61,48 @@ class SecureBoostPartner:
 
     # ------------------------------------------------------------------ training
     def setup(self, msg: Setup) -> SetupReply:
-        if msg.n_rows != self.codes["train"].shape[0]:
+        n_rows = self.codes["train"].shape[0]
+        if msg.n_rows != n_rows:
             raise FedriskError(
                 "data.parties",
-                f"label holder has {msg.n_rows} training rows, partner has {self.codes['train'].shape[0]}",
+                f"label holder has {msg.n_rows} training rows, partner has {n_rows}",
                 "align both on the same firms",
             )
+        self.close()
         self.context = None if msg.context is None else msg.context.checked()
-        self._encryptor = None if self.context is None else paillier.Encryptor(self.context)
         if self.context is not None:
             self._layout = paillier.slot_layout(msg.n_rows, msg.fraction_bits, self.context)
+            self._pool = CipherWorkers(self.context, self.workers)
         return SetupReply(self.n_bins.copy())
+
+    def close(self) -> None:
+        """Stop the worker processes (training is over)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def gradients(self, msg: Gradients) -> None:
         if self.context is None:
             self._grad, self._hess = msg.grad, msg.hess
-        else:
-            self._ciphers = paillier.from_bytes(msg.ciphertexts, self.context)
-            if len(self._ciphers) != self.codes["train"].shape[0]:
-                raise FedriskError(
-                    "federation.vertical.protection", "gradient message has the wrong row count"
-                )
+            return
+        wire = msg.ciphertexts
+        if wire is None or wire.shape != (self.codes["train"].shape[0], self.context.cipher_bytes):
+            raise FedriskError(
+                "federation.vertical.protection", "gradient message does not match the key and rows"
+            )
+        self._wire = wire  # checked ciphertext by ciphertext when the workers read it
 
     def histograms(self, req: HistogramRequest) -> HistogramReply:
         slot = node_slots(req.positions, req.nodes.tolist())
         if self.context is None:
             hist = histograms(self._flat, slot, len(req.nodes), self._grad, self._hess, self.width)
             return HistogramReply(clear=np.ascontiguousarray(hist))
-        sums = self._encrypted_sums(slot, len(req.nodes))
+        rows = np.flatnonzero(slot >= 0)
+        sums = self._pool.bin_sums(
+            self._wire[rows], self.codes["train"][rows], slot[rows], len(req.nodes), self.max_bins
+        )
         _, slot_bits, per_cipher = self._layout
-        packed = paillier.pack(sums, slot_bits, per_cipher, self.context.nsquare)
-        packed = self._encryptor.rerandomize(packed)
-        return HistogramReply(packed=paillier.to_bytes(packed, self.context.cipher_bytes))
+        return HistogramReply(packed=self._pool.pack(sums, slot_bits, per_cipher))
 
     def split(self, req: SplitRequest) -> SplitReply:
         blocks = []
@@ -115,42 +127,3 @@ class SecureBoostPartner:
 
     def nodes_of(self, tree: int) -> list[int]:
         return sorted(self.splits.get(tree, {}))
-
-    # ------------------------------------------------------------------ encrypted histogram
-    def _encrypted_sums(self, slot: np.ndarray, n_slots: int) -> list:
-        """Ciphertext sums per (slot, feature, bin) in that order, bins 0..max_bins-1 (missing left out).
-
-        Features are taken two at a time when that is cheaper: rows are first summed into joint
-        (bin, bin) cells, then each feature's bins are sums of cells (rows + 2 cells instead of 2 rows).
-        """
-        rows = np.flatnonzero(slot >= 0)
-        terms = [self._ciphers[i] for i in rows.tolist()]
-        codes = self.codes["train"][rows].astype(np.int64)
-        node = slot[rows].astype(np.int64)
-        n_features, b, w = codes.shape[1], self.max_bins, self.width
-        n2 = self.context.nsquare
-        out = [1] * (n_slots * n_features * b)
-
-        def place(feature: int, keys: np.ndarray, products: list) -> None:
-            for key, product in zip(keys.tolist(), products, strict=True):
-                s, code = divmod(key, w)
-                if code < b:
-                    out[(s * n_features + feature) * b + code] = product
-
-        f = 0
-        while f < n_features:
-            if f + 1 < n_features:
-                joint = (node * w + codes[:, f]) * w + codes[:, f + 1]
-                cells = np.unique(joint)
-                if len(cells) < PAIR_GAIN * len(rows):
-                    keys, products = paillier.group_products(terms, joint, n2)
-                    for k, feat in ((0, f), (1, f + 1)):
-                        marginal = keys // (w * w) * w + (keys // w % w if k == 0 else keys % w)
-                        mk, mp = paillier.group_products(products, marginal, n2)
-                        place(feat, mk, mp)
-                    f += 2
-                    continue
-            keys, products = paillier.group_products(terms, node * w + codes[:, f], n2)
-            place(f, keys, products)
-            f += 1
-        return out
