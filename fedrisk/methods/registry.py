@@ -16,6 +16,10 @@ def run_method(
 ) -> MethodOutcome:
     from fedrisk.methods import baselines
 
+    if config.model.kind == "gbdt" and method in METHODS:
+        from fedrisk.methods.gbdt import run_gbdt_method
+
+        return run_gbdt_method(method, config, setting, seed, workdir)
     vertical = setting.topology == "vertical"
     holder = setting.label_holders[0]
     if method == "siloed":

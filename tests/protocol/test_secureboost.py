@@ -93,7 +93,7 @@ def test_vertical_trees_equal_pooled_trees(protection):
     partners = []
     for c, bn in zip(codes[1:], binners[1:], strict=True):
         partner = SecureBoostPartner(c[train], bn.n_bins, 16)
-        partner.add_rows("valid", c[valid])
+        partner.add_rows("val", c[valid])
         partners.append(partner)
     session = VerticalSession(
         codes[0][train],
@@ -112,7 +112,7 @@ def test_vertical_trees_equal_pooled_trees(protection):
     for federated, twin in zip(result.trees, pooled.trees, strict=True):
         for name in ("left", "feature", "bin", "default_left", "value"):
             np.testing.assert_array_equal(getattr(federated, name), getattr(twin, name))
-    scores = session.predict_margin(result.trees, codes[0][valid], "valid")  # federated inference
+    scores = session.predict_margin(result.trees, codes[0][valid], "val")  # federated inference
     np.testing.assert_array_equal(scores, pooled.predict_margin(pooled_codes[valid]))
     if protection == "he":
         trees = session.tree_id + 1

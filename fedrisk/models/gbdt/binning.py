@@ -130,6 +130,19 @@ class Binner:
         """Bin codes, shape (rows, columns), uint16; `missing` marks NaN and unseen levels."""
         return self.transform_encoded(self.encode(features))
 
+    def encode_rows(self, features: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """`encode` of the table rows at `rows` (positions; -1 = a firm this holder does not have -> all NaN).
+
+        How a holder lines its table up with the label holder's applicants: absent firms are missing values,
+        which the trees route by their learned default direction.
+        """
+        rows = np.asarray(rows)
+        out = np.full((len(rows), len(self.columns_)), np.nan, dtype=np.float32)
+        present = rows >= 0
+        if present.any():
+            out[present] = self.encode(features.iloc[rows[present]])
+        return out
+
     def transform_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Bin codes of an already `encode`d matrix."""
         codes = np.empty(encoded.shape, dtype=np.uint16)

@@ -1,8 +1,9 @@
 """Hyper-parameters of the gradient-boosted trees, shared by every method that trains them.
 
 Siloed and centralized baselines (xgboost-cpu) and the federated protocols (our histogram core) read the same
-`GBDTParams`, so an uplift compares like with like. Plain dataclass for now: the `[model]` pydantic keys map
-one to one onto these fields (`GBDTParams.from_mapping`), and every check names the `model.<key>` to fix.
+`GBDTParams`, so an uplift compares like with like. The `[model]` section (`fedrisk.config.model`) validates
+the keys; `GBDTParams.from_config` maps them one to one, and the checks here (for callers building params in
+code) name the same `model.<key>`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fedrisk.config.model import GBDT_KEYS, ModelConfig
 from fedrisk.core.errors import FedriskError
 
 MAX_BINS_LIMIT = 1024
@@ -77,6 +79,11 @@ class GBDTParams:
                     f"model.{key}", "is not a GBDT parameter", f"use one of: {', '.join(sorted(known))}"
                 )
         return cls(**dict(values))
+
+    @classmethod
+    def from_config(cls, model: ModelConfig) -> GBDTParams:
+        """The `[model]` section's tree keys (validated there) as the dataclass the tree code takes."""
+        return cls(**{key: getattr(model, key) for key in GBDT_KEYS})
 
     def xgboost_params(self, base_score: float, nthread: int = 1) -> dict[str, Any]:
         """The same model for xgboost (`xgboost.train`): what the siloed and centralized baselines run."""

@@ -110,7 +110,7 @@ class VerticalSession:
     protection : {"none", "he"}
         "he": Paillier-encrypted gradients (`key_bits`); "none": gradients in the clear (speed baseline).
     valid : tuple or None
-        Own codes and labels of validation rows (partners registered the same rows as "valid").
+        Own codes and labels of validation rows (partners registered the same rows as "val", the runner's name).
     workers : int, default=1
         Processes for encrypting gradients.
     """
@@ -176,7 +176,7 @@ class VerticalSession:
         self.margin += tree.value[self.own.positions]
         if self.valid is None:
             return None
-        self.valid_margin += tree.value[self.leaves(tree, self.tree_id, self.valid[0], "valid")]
+        self.valid_margin += tree.value[self.leaves(tree, self.tree_id, self.valid[0], "val")]
         return logloss(self.valid_margin, self.valid[1])
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ Every payload is a numpy array (ciphertexts as fixed-width big-endian uint8 rows
 one onto a Flower `ArrayRecord` and its size on the wire is `nbytes`. Read top to bottom, this file is the
 whole protocol:
 
+  rows          L -> P  the PSI roster and each applicant's place in it      P -> L  roster ids it lacks
   setup         L -> P  public key (or none) and the fixed-point layout      P -> L  bins per feature
   gradients     L -> P  once per tree: [[g * 2^w + h]] per training row (or g, h in the clear for "none")
   histograms    L -> P  per level: row -> node positions, nodes to build
@@ -11,6 +12,7 @@ whole protocol:
   split         L -> P  the chosen (node, own feature, bin, missing direction) of the partner's features
                 P -> L  which of the node's rows go left (bits)
   decisions     L -> P  score rows: tree ids             P -> L  go-left bits of the partner's own nodes
+  close         L -> P  training is over
 
 What each side learns: the partner sees ciphertexts, row positions in the tree (which rows share a node) and
 the splits chosen on its own features; the label holder sees per-bin gradient sums of the partner's features,
@@ -37,8 +39,32 @@ class Message:
             if isinstance(value, np.ndarray):
                 total += value.nbytes
             elif value is not None:
-                total += 8 if not isinstance(value, PublicContext) else 2 * value.cipher_bytes
+                total += 8 if not isinstance(value, PublicContext) else value.bits // 8 + value.cipher_bytes
         return total
+
+
+@dataclass(frozen=True)
+class Rows(Message):
+    """Which firms the partner's rows are (sent once): the PSI roster and, per split, each applicant's
+    position in it (-1 = a firm outside the intersection: all its values are missing for this partner)."""
+
+    roster: np.ndarray  # the shared ids (fixed-width unicode), in the label holder's order
+    positions: np.ndarray  # int32, the splits' positions concatenated
+    bounds: np.ndarray  # int64 (n_splits + 1) offsets into positions
+    splits: str  # comma-separated split names; the first is the training split
+    max_bins: int
+
+
+@dataclass(frozen=True)
+class RowsReply(Message):
+    absent: np.ndarray  # int32 roster entries the partner does not hold (PSI false positives)
+
+
+@dataclass(frozen=True)
+class Close(Message):
+    """Training and scoring are over: free the partner's worker processes."""
+
+    reason: str = "done"
 
 
 @dataclass(frozen=True)
@@ -95,7 +121,7 @@ class SplitReply(Message):
 
 @dataclass(frozen=True)
 class DecisionRequest(Message):
-    rows: str  # which of the partner's registered row sets ("train", "valid", "test", ...)
+    rows: str  # which of the partner's registered row sets ("train", "val", "test", ...)
     trees: np.ndarray  # int32 tree ids
 
 

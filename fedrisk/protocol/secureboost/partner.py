@@ -9,17 +9,22 @@ holder only ever learns (feature index, bin code).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from fedrisk.core.errors import FedriskError
+from fedrisk.models.gbdt.binning import Binner
 from fedrisk.models.gbdt.histogram import go_left, histograms, node_slots
 from fedrisk.protocol import paillier
 from fedrisk.protocol.paillier_pool import CipherWorkers
+from fedrisk.protocol.psi import partner_rows
 from fedrisk.protocol.secureboost.messages import (
     DecisionReply,
     DecisionRequest,
     Gradients,
     HistogramReply,
     HistogramRequest,
+    Rows,
+    RowsReply,
     Setup,
     SetupReply,
     SplitReply,
@@ -54,6 +59,33 @@ class SecureBoostPartner:
         )
         self.splits: dict[int, dict[int, tuple[int, int, bool]]] = {}  # tree -> node -> (feature, bin, left)
         self.context: paillier.PublicContext | None = None
+
+    @classmethod
+    def from_rows(
+        cls, features: pd.DataFrame, own_ids: np.ndarray, msg: Rows, workers: int = 1, name: str = "partner"
+    ) -> tuple[SecureBoostPartner, RowsReply]:
+        """A partner from its own table and the label holder's `Rows`: bins fitted on the training
+        applicants it holds, every split's applicants in the label holder's order (absent = missing)."""
+        roster_rows = partner_rows(own_ids, msg.roster.astype(str))
+        names = msg.splits.split(",")  # "train" first
+        rows = {}
+        for k, split in enumerate(names):
+            positions = msg.positions[msg.bounds[k] : msg.bounds[k + 1]]
+            rows[split] = np.where(positions >= 0, roster_rows[np.maximum(positions, 0)], -1)
+        train = rows["train"]
+        if not (train >= 0).any():
+            raise FedriskError(
+                f"data.parties.{name}", "holds none of the training applicants", "check its id column"
+            )
+        binner = Binner(msg.max_bins, name).fit(features.iloc[train[train >= 0]])
+        codes = {
+            split: binner.transform_encoded(binner.encode_rows(features, r)) for split, r in rows.items()
+        }
+        partner = cls(codes["train"], binner.n_bins, msg.max_bins, workers)
+        for split in names:
+            partner.add_rows(split, codes[split])
+        absent = np.flatnonzero(roster_rows < 0).astype(np.int32)
+        return partner, RowsReply(absent)
 
     def add_rows(self, name: str, codes: np.ndarray) -> None:
         """Register rows to score later (validation, test), in the label holder's row order."""
