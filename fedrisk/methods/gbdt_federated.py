@@ -40,3 +40,13 @@ def federated_vertical(
     result.cost["key_bits"] = info["key_bits"]
     result.extra["importance"] = info["importance"]
     return result
+
+
+def federated_horizontal(config, setting, seed: int, workdir: Path) -> MethodOutcome:
+    """Banks' histograms summed on Flower (lossless: the pooled histogram on agreed bins)."""
+    from fedrisk.federation.gbdt_horizontal import run_gbdt_horizontal
+
+    banks = {b: setting.parties[b] for b in setting.label_holders}
+    return run_gbdt_horizontal(
+        banks, setting.splits, GBDTParams.from_config(config.model), config.federation.backend, workdir
+    )

@@ -97,6 +97,29 @@ class Binner:
                 raise FedriskError("model.max_bins", f"column '{b.name}' has {b.n_bins} bins > {max_bins}")
         return binner
 
+    def to_dict(self) -> dict:
+        """JSON-able bins (thresholds and levels): what horizontal banks agree on and a model keeps."""
+        return {
+            "max_bins": self.max_bins,
+            "holder": self.holder,
+            "columns": [
+                {"name": str(b.name), "thresholds": b.thresholds.astype(float).tolist(), "levels": b.levels}
+                for b in self.bins_
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Binner:
+        bins = [
+            ColumnBins(
+                c["name"],
+                np.asarray(c["thresholds"], dtype=np.float32),
+                None if c["levels"] is None else tuple(c["levels"]),
+            )
+            for c in data["columns"]
+        ]
+        return cls.from_columns(bins, int(data["max_bins"]), data.get("holder", "holder"))
+
     # ------------------------------------------------------------------ use
     @property
     def missing(self) -> int:

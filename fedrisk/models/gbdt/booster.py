@@ -20,7 +20,12 @@ from fedrisk.models.gbdt.tree import Tree, grow_tree
 
 def base_margin(y: np.ndarray) -> np.float32:
     """Initial log-odds from the training default rate (passed to xgboost as `base_score` too)."""
-    rate = min(max(float(np.mean(y)), 1e-6), 1 - 1e-6)
+    return margin_of_rate(float(np.mean(y)))
+
+
+def margin_of_rate(rate: float) -> np.float32:
+    """Log-odds of a default rate (what horizontal banks agree on from their label and row counts)."""
+    rate = min(max(rate, 1e-6), 1 - 1e-6)
     return np.float32(np.log(rate / (1 - rate)))
 
 

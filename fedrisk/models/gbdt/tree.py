@@ -149,3 +149,25 @@ class _Nodes:
                 value[node] = leaf_value(*self.stats[node], params)
         cover = np.array([h for _, h in self.stats], dtype=np.float64)
         return Tree(left, right, feature, bin_, default_left, value, gain, cover / SCALE)
+
+
+_FIELDS = ("left", "right", "feature", "bin", "default_left", "value", "gain", "cover")
+
+
+def pack_trees(trees: list[Tree]) -> dict[str, np.ndarray]:
+    """Trees as a few flat arrays (npz- and Flower-friendly): each field concatenated, plus node offsets."""
+    offsets = np.concatenate([[0], np.cumsum([t.n_nodes for t in trees])]).astype(np.int64)
+    out = {"offsets": offsets}
+    for name in _FIELDS:
+        parts = [getattr(t, name) for t in trees]
+        out[name] = np.concatenate(parts) if parts else np.zeros(0)
+    return out
+
+
+def unpack_trees(arrays: dict[str, np.ndarray]) -> list[Tree]:
+    """Inverse of `pack_trees`."""
+    offsets = np.asarray(arrays["offsets"])
+    return [
+        Tree(**{name: np.asarray(arrays[name])[a:b] for name in _FIELDS})
+        for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+    ]
