@@ -114,6 +114,20 @@ PROBES: dict[str, tuple[str, Any] | tuple[str, Any, dict]] = {
     "model.kind": ("run:siloed", "mlp"),
     "model.hidden": ("run:centralized", [4], {"model": {"kind": "mlp"}}),
     "model.dropout": ("run:centralized", 0.5, {"model": {"kind": "mlp"}}),
+    # gradient-boosted trees: xgboost's siloed model takes every tree key (federated trees: tests/federation)
+    **{
+        k: ("run:siloed", v, {"model": {"kind": "gbdt", "n_trees": 20}})
+        for k, v in {
+            "model.n_trees": 5,
+            "model.max_depth": 2,
+            "model.learning_rate": 0.3,
+            "model.max_bins": 64,
+            "model.min_child_weight": 20.0,
+            "model.reg_lambda": 50.0,
+            "model.gamma": 1.0,
+            "model.early_stopping_rounds": 1,
+        }.items()
+    },
     "training.epochs": ("run:siloed", 1),
     "training.batch_size": ("run:siloed", 64),
     "training.lr": ("run:siloed", 0.1),
@@ -362,7 +376,13 @@ def test_world_and_split_keys_change_the_data(key, tmp_path):
     _changes(key, tmp_path)
 
 
-FAST_RUNS = {"model.kind", "model.hidden", "training.lr", "federation.vertical.embedding_dim"}
+FAST_RUNS = {
+    "model.kind",
+    "model.hidden",
+    "model.n_trees",
+    "training.lr",
+    "federation.vertical.embedding_dim",
+}
 
 
 @pytest.mark.parametrize(

@@ -155,11 +155,17 @@ class ExperimentConfig(_Section):
                 "use protection = 'none' (horizontal runs have federation.horizontal.dp and secagg)",
             )
         kind = self.model.kind
-        if protection == "he" and kind != "logistic":
+        if protection == "he" and kind not in ("logistic", "gbdt"):
             raise FedriskError(
                 field,
-                f"'he' encrypts vertical logistic regression's gradients; model.kind is {kind!r}",
-                "use model.kind = 'logistic', or protection = 'noise' or 'label_dp' for the split-NN",
+                f"'he' encrypts vertical logistic regression's or trees' gradients; model.kind is {kind!r}",
+                "use model.kind = 'logistic' or 'gbdt', or protection = 'noise' or 'label_dp' for the split-NN",
+            )
+        if protection == "he" and kind == "gbdt" and self.federation.vertical.he_scheme != "paillier":
+            raise FedriskError(
+                "federation.vertical.he_scheme",
+                "model.kind = 'gbdt' encrypts with packed Paillier (SecureBoost), not CKKS",
+                "set he_scheme = 'paillier' (and he_key_bits = 1024, 2048 or 3072 if not 2048)",
             )
         if protection in ("noise", "label_dp") and kind not in ("logistic", "mlp"):
             raise FedriskError(

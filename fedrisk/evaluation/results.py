@@ -53,6 +53,9 @@ def finalize(
         )
         summary["cost"] = _cost(point_units)
         summary["audits"] = audits.get(label, {})
+        importance = _importance(point_units)
+        if importance:
+            summary["importance"] = importance
         sweep.append({"point": label, "assignment": assignment, **summary})
     head = sweep[0]
     results = {
@@ -69,6 +72,7 @@ def finalize(
         # one shape whether or not a sweep ran: {audit: {"seed=<s>": result}} of the first point; every
         # sweep entry carries its own point's block of the same shape
         "audits": head["audits"],
+        **({"importance": head["importance"]} if "importance" in head else {}),
         "finished": _now(),
         "complete": complete,
     }
@@ -96,4 +100,40 @@ def _cost(units: list[Unit]) -> dict:
         "bytes_sent": int(np.mean([c.get("bytes_sent", 0) for c in fed])) if fed else 0,
         "epsilon": float(max(epsilons)) if epsilons else None,
         "delta": next((c.get("delta") for c in fed if c.get("delta") is not None), None),
+        **_per_tree(fed),
     }
+
+
+TREE_COSTS = (
+    "trees",
+    "seconds_per_tree",
+    "encrypt_seconds_per_tree",
+    "decrypt_seconds_per_tree",
+    "bytes_per_tree",
+)
+
+
+def _per_tree(fed: list[dict]) -> dict:
+    """Gradient-boosted trees: mean over seeds of the federated run's cost per tree (absent for other models)."""
+    out = {}
+    for key in TREE_COSTS:
+        values = [c[key] for c in fed if c.get(key) is not None]
+        if values:
+            out[key] = float(np.mean(values))
+    protection = {c.get("protection") for c in fed if c.get("protection")}
+    if protection:
+        out["protection"] = sorted(protection)[0]
+        out["key_bits"] = next((c.get("key_bits") for c in fed if c.get("key_bits")), None)
+    return out
+
+
+def _importance(units: list[Unit]) -> dict:
+    """Per method: each holder's mean share of the trees' split gain (gradient-boosted trees only)."""
+    out: dict[str, dict[str, float]] = {}
+    for method in sorted({m for u in units for m in u.outcomes}):
+        shares = [u.outcomes[m].extra["importance"] for u in units for m in [method] if m in u.outcomes
+                  and "importance" in u.outcomes[m].extra]  # fmt: skip
+        if shares:
+            holders = sorted({h for s in shares for h in s})
+            out[method] = {h: float(np.mean([s.get(h, 0.0) for s in shares])) for h in holders}
+    return out

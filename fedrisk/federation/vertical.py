@@ -110,11 +110,15 @@ class VerticalOutcome:
 
 
 def _check_inputs(
-    parties: Mapping[str, PartyTable], label_holder: str, splits: Mapping[str, np.ndarray], model_kind: str
+    parties: Mapping[str, PartyTable],
+    label_holder: str,
+    splits: Mapping[str, np.ndarray],
+    model_kind: str,
+    kinds: tuple[str, ...] = _KINDS,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int]]]:
     """Applicants in split order, their labels, and split bounds; FedriskError on bad input."""
-    if model_kind not in _KINDS:
-        raise FedriskError("model.kind", f"unknown model kind {model_kind!r}", f"use one of {_KINDS}")
+    if model_kind not in kinds:
+        raise FedriskError("model.kind", f"unknown model kind {model_kind!r}", f"use one of {kinds}")
     if label_holder not in parties:
         raise FedriskError(
             "label_holder",

@@ -19,6 +19,10 @@ def run_method(
     or a deployment `Engine` (the deployment engine is a transport of the same loop, not a loop of its own)."""
     from fedrisk.methods import baselines
 
+    if config.model.kind == "gbdt" and method in METHODS:
+        from fedrisk.methods.gbdt import run_gbdt_method
+
+        return run_gbdt_method(method, config, setting, seed, workdir)
     vertical = setting.topology == "vertical"
     holder = setting.label_holders[0]
     if method == "siloed":

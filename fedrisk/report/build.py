@@ -20,6 +20,7 @@ from fedrisk.report import summary, tables
 from fedrisk.report.figures import draw_figures, figures_section
 from fedrisk.report.fmt import seeds_text
 from fedrisk.report.html import render_html
+from fedrisk.report.importance import trees_section
 from fedrisk.report.reading import (
     METHOD_ORDER,
     ci_level,
@@ -78,6 +79,8 @@ def render_markdown(
     parts.append(tables.what_was_run(run, results, config, metrics, point, methods))
     parts.append(tables.headline(results, config, methods, point))
     parts.append(tables.cost(results))
+    if trees := trees_section(results, methods):  # gradient-boosted trees only
+        parts.append(trees)
     if topology == "horizontal" and results.get("parties"):
         # Per-bank section. A fuller one (fedrisk/report/banks.py) replaces this call when it lands.
         parts.append(tables.per_bank(results["parties"], methods))

@@ -1,0 +1,28 @@
+"""`model.kind = "gbdt"` for every method and topology: xgboost baselines, federated trees on Flower."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedrisk.data.outcome import MethodOutcome
+from fedrisk.data.setting import Setting, coverage_segments
+from fedrisk.models.gbdt import GBDTParams
+
+
+def run_gbdt_method(method: str, config, setting: Setting, seed: int, workdir: Path) -> MethodOutcome:
+    """siloed / centralized: xgboost-cpu; federated: SecureBoost (vertical) or summed histograms (horizontal)."""
+    from fedrisk.methods import gbdt_baselines, gbdt_federated
+
+    params = GBDTParams.from_config(config.model)
+    if setting.topology == "vertical":
+        segments = coverage_segments(setting)
+        if method == "siloed":
+            return gbdt_baselines.siloed_vertical(setting, params, segments)
+        if method == "centralized":
+            return gbdt_baselines.centralized_vertical(setting, params, segments)
+        return gbdt_federated.federated_vertical(config, setting, seed, workdir, segments)
+    if method == "siloed":
+        return gbdt_baselines.siloed_horizontal(setting, params)
+    if method == "centralized":
+        return gbdt_baselines.centralized_horizontal(setting, params)
+    return gbdt_federated.federated_horizontal(config, setting, seed, workdir)
