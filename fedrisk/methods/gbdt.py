@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedrisk.core.errors import FedriskError
 from fedrisk.data.outcome import MethodOutcome
-from fedrisk.data.setting import Setting, coverage_segments
+from fedrisk.data.setting import Setting, build_parties, coverage_segments
 from fedrisk.models.gbdt import GBDTParams
 
 
@@ -26,3 +27,18 @@ def run_gbdt_method(method: str, config, setting: Setting, seed: int, workdir: P
     if method == "centralized":
         return gbdt_baselines.centralized_horizontal(setting, params)
     return gbdt_federated.federated_horizontal(config, setting, seed, workdir)
+
+
+def check_categorical_levels(config) -> None:
+    """Preflight: a categorical column with more levels than `model.max_bins` is refused before any output
+    (the binning would refuse it mid-run). Levels are counted on the whole table (first seed's world)."""
+    limit = config.model.max_bins
+    for name, table in build_parties(config, config.seeds[0]).items():
+        for column in table.categorical_columns():
+            levels = table.features[column].nunique(dropna=True)
+            if levels > limit:
+                raise FedriskError(
+                    "model.max_bins",
+                    f"categorical column '{column}' of {name} has {levels} levels, more than model.max_bins = {limit}",
+                    f"set model.max_bins >= {levels} or group rare levels of '{column}' before training",
+                )

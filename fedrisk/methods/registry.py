@@ -96,3 +96,7 @@ def preflight(config: ExperimentConfig) -> None:
         from fedrisk.federation.strategies import check_params
 
         check_params(config.federation.horizontal)
+    if config.model.kind == "gbdt":
+        from fedrisk.methods.gbdt import check_categorical_levels
+
+        check_categorical_levels(config)

@@ -74,3 +74,14 @@ def test_gbdt_keys_are_honoured_or_refused_by_name(data, field):
     with pytest.raises(FedriskError) as caught:
         validate({"topology": "vertical", **data})
     assert caught.value.field == field
+
+
+def test_too_many_categorical_levels_are_refused_before_any_output():
+    from fedrisk.methods.registry import preflight
+
+    config = validate(
+        {"topology": "vertical", "world": {"n_firms": 2000}, "model": {"kind": "gbdt", "max_bins": 16}}
+    )
+    with pytest.raises(FedriskError) as caught:
+        preflight(config)  # the synthetic bank's 'province' has 31 levels
+    assert caught.value.field == "model.max_bins" and "province" in str(caught.value)
