@@ -171,6 +171,11 @@ def print_summary(results: dict) -> None:
             up.add_column(column, justify="right", no_wrap=True)
         up.add_row(rel_text, _fmt(uplift["ks_points"]), _fmt(uplift["auc_points"]))
         console.print(up)
+        protection = results.get("label_protection")
+        if protection:
+            from fedrisk.report.fmt import protection_sentence
+
+            console.print(protection_sentence(protection))
     if results.get("sweep"):
         sweep = _table("every sweep point (mean KS; CIs in results.json and the report)")
         for column in ("point", "siloed", "federated", "centralized", "uplift", "ε"):

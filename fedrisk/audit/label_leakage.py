@@ -9,7 +9,8 @@ into two attacks a passive party can run on what it legitimately receives, and p
     Two-party Split Learning". ICLR 2022 (arXiv:2102.08504).
 
 No maintained library ships these attacks or defences for a torch split model; they are a few lines each
-and are written here. The audit reproduces the passive party's exact view: the same split model pieces
+and are written here (the attacks in `fedrisk.protocol.leakage`, which also measures a federated run's own
+messages). The audit reproduces the passive party's exact view: the same split model pieces
 (`fedrisk.models.split`: `HolderBottom` on each holder's side, `SplitTop` on the label holder's), the same
 per-batch exchange as the Flower coordinator (`fedrisk.federation.vertical_server`: embeddings up, gradients down,
 snapshot/restore for early stopping), run in one process with a tap on the gradients each partner gets,
@@ -40,13 +41,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from fedrisk.config.audit import DefenceSpec, LabelLeakageConfig
@@ -56,6 +56,7 @@ from fedrisk.core.metrics import ks_statistic
 from fedrisk.models.split import make_split_model, predict_twin_logits
 from fedrisk.models.split_data import VerticalBlocks, vertical_blocks
 from fedrisk.models.split_trainer import fit_twin
+from fedrisk.protocol.leakage import PartnerView, direction_leak_auc, norm_leak_auc
 
 if TYPE_CHECKING:  # the runner and the config compose this module; importing them here would be circular
     from fedrisk.config.experiment import ExperimentConfig
@@ -101,68 +102,8 @@ def apply_defence(grad: np.ndarray, spec: DefenceSpec, rng: np.random.Generator)
     return out.astype(grad.dtype)
 
 
-def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
-    """ROC AUC of one batch via the Mann-Whitney identity (ties count 1/2), None with one class only.
-
-    Thousands of per-batch AUCs: scikit-learn's `roc_auc_score` spends ~1 ms per call validating its
-    input, more than the training step; the rank identity gives the same number (checked in the tests).
-    """
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    ranks = rankdata(score)
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def norm_leak_auc(y: np.ndarray, grad: np.ndarray) -> float | None:
-    """Li et al.'s norm attack on one batch: AUC of ``||g_j||`` against the labels (None: one class)."""
-    return _auc(y, _norms(grad))
-
-
-def direction_leak_auc(y: np.ndarray, grad: np.ndarray, rng: np.random.Generator) -> float | None:
-    """Li et al.'s direction attack on one batch, the partner knowing one default (picked at random).
-
-    Every other row is scored by the cosine of its gradient with the known default's; None when the
-    batch lacks a second default or a non-default.
-    """
-    positives = np.flatnonzero(y == 1)
-    if len(positives) < 2 or (y == 0).sum() < 1:
-        return None
-    ref = rng.choice(positives)
-    g = grad.astype(np.float64)
-    norms = np.maximum(_norms(g), 1e-30)
-    cosine = g @ g[ref] / (norms * norms[ref])
-    keep = np.arange(len(y)) != ref
-    return _auc(y[keep], cosine[keep])
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The split-learning run with a tap on what partners receive
-
-
-@dataclass
-class PartnerView:
-    """Per-batch leak AUCs of one passive holder over a run."""
-
-    norm: list[float] = field(default_factory=list)
-    direction: list[float] = field(default_factory=list)
-    norm_epoch: list[int] = field(default_factory=list)
-    rows: int = 0
-
-    def summary(self) -> dict:
-        first = [a for a, e in zip(self.norm, self.norm_epoch, strict=True) if e == 1]
-        return {
-            "norm_auc": _mean(self.norm),
-            "direction_auc": _mean(self.direction),
-            "norm_auc_first_epoch": _mean(first),
-            "batches_scored": len(self.norm),
-            "rows_seen": self.rows,
-        }
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return float(np.mean(values)) if values else None
 
 
 @dataclass

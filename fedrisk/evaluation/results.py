@@ -30,6 +30,7 @@ def finalize(
         for a, cfg in points
         for name in audit_names
     )
+    _add_measured_leakage(audits, units)  # after `complete`: these entries are not the replay audit's
     rows = [row for u in units for row in metric_rows(u, config.evaluation.approval_rate)]
     atomic_write_bytes(root / "metrics.csv", pd.DataFrame(rows).to_csv(index=False).encode())
     history = [
@@ -53,6 +54,7 @@ def finalize(
         )
         summary["cost"] = _cost(point_units)
         summary["audits"] = audits.get(label, {})
+        summary["label_protection"] = label_protection_summary(cfg, summary["audits"])
         importance = _importance(point_units)
         if importance:
             summary["importance"] = importance
@@ -73,11 +75,50 @@ def finalize(
         # sweep entry carries its own point's block of the same shape
         "audits": head["audits"],
         **({"importance": head["importance"]} if "importance" in head else {}),
+        "label_protection": head["label_protection"],
         "finished": _now(),
         "complete": complete,
     }
     atomic_write_json(root / "results.json", results)
     return results
+
+
+def _add_measured_leakage(audits: dict[str, dict[str, dict]], units: list[Unit]) -> None:
+    """``audits.label_leakage["seed=<s>"]``: the leak measured on the partners' messages in the federated run.
+
+    Its ``defence`` is the run's protection and ``leak.<partner>`` holds ``norm_auc`` / ``direction_auc``;
+    when the label-leakage audit (a replay of other defences) also ran, its fields sit beside these.
+    """
+    for unit in units:
+        fed = unit.outcomes.get("federated")
+        measured = fed.extra.get("label_leakage") if fed is not None else None
+        if not measured:
+            continue
+        entries = audits.setdefault(unit.point, {}).setdefault("label_leakage", {})
+        key = f"seed={unit.seed}"
+        entries[key] = {**entries.get(key, {}), **measured}
+
+
+def label_protection_summary(config: ExperimentConfig, audits: dict) -> dict | None:
+    """The run's label protection and the worst leak its partners' messages allowed, over seeds.
+
+    Printed beside the uplift, so an uplift bought with readable labels is not mistaken for a private one.
+    None for runs without a measured leak (horizontal, or no federated run).
+    """
+    entries = [e for e in audits.get("label_leakage", {}).values() if "leak" in e and "defence" in e]
+    if not entries:
+        return None
+    worst: dict[str, float] = {}
+    for entry in entries:
+        for view in entry["leak"].values():
+            for attack in ("norm_auc", "direction_auc"):
+                if view.get(attack) is not None:
+                    worst[attack] = max(worst.get(attack, 0.0), float(view[attack]))
+    return {
+        "protection": config.federation.vertical.protection,
+        "worst_leak_auc": worst,
+        "seeds": len(entries),
+    }
 
 
 def _topology_of(config: ExperimentConfig, units: list[Unit]) -> str:
@@ -94,6 +135,7 @@ def _cost(units: list[Unit]) -> dict:
     fed = [u.outcomes["federated"].cost for u in units if "federated" in u.outcomes]
     all_costs = [o.cost for u in units for o in u.outcomes.values()]
     epsilons = [c.get("epsilon") for c in fed if c.get("epsilon") is not None]
+    encryption = [c["encryption_seconds"] for c in fed if "encryption_seconds" in c]  # protection "he"
     return {
         "wall_seconds": float(sum(c.get("wall_seconds", 0.0) for c in all_costs)),
         "federated_wall_seconds": float(np.mean([c.get("wall_seconds", 0.0) for c in fed])) if fed else None,
@@ -101,6 +143,7 @@ def _cost(units: list[Unit]) -> dict:
         "epsilon": float(max(epsilons)) if epsilons else None,
         "delta": next((c.get("delta") for c in fed if c.get("delta") is not None), None),
         **_per_tree(fed),
+        "encryption_seconds": float(np.mean(encryption)) if encryption else None,
     }
 
 

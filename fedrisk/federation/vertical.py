@@ -85,14 +85,31 @@ class VerticalOutcome:
     train_scores: np.ndarray | None = None
     best_epoch: int = 0
     round_trips: int = 0
+    protection: dict = field(default_factory=dict)
+    """The label protection, its encryption cost and the leak measured on the partners' own messages
+    (`fedrisk.federation.vertical_protection.Protection.report`); empty for the twin."""
 
     def to_method_outcome(self, method: str, label_holder: str) -> MethodOutcome:
         """The runner's shape (scores keyed ``"<label_holder>/<split>"`` like the baselines)."""
+        cost = {"wall_seconds": self.wall_seconds, "bytes_sent": self.bytes_sent, "epsilon": None}
+        he = self.protection.get("he")
+        if he:  # seconds in encryption, reported apart from the wall clock they are part of
+            cost["encryption_seconds"] = he["encrypt_seconds"] + he["decrypt_seconds"] + he["partner_seconds"]
+        if self.protection.get("protection") == "label_dp":
+            cost["label_epsilon"] = self.protection["label_dp_epsilon"]
+        extra = {}
+        if self.protection:
+            extra["protection"] = self.protection
+            extra["label_leakage"] = {
+                "defence": self.protection["protection"],
+                "source": "the messages partners received in this federated run",
+                "leak": self.protection["leak"],
+            }
         return MethodOutcome(
             method,
             {ScoreKey(label_holder, s): scored for s, scored in self.scores.items()},
             history=self.history,
-            cost={"wall_seconds": self.wall_seconds, "bytes_sent": self.bytes_sent, "epsilon": None},
+            cost=cost,
             train_scores=self.train_scores,
             extra={
                 "psi_seconds": self.psi_seconds,
@@ -101,6 +118,7 @@ class VerticalOutcome:
                 "round_trips": self.round_trips,
                 "best_epoch": self.best_epoch,
                 "messages": self.messages,
+                **extra,
             },
         )
 
@@ -301,6 +319,7 @@ def run_vertical(
         train_scores=scores.get("train"),
         best_epoch=info["best_epoch"],
         round_trips=info["round_trips"],
+        protection=info.get("protection", {}),
     )
 
 

@@ -18,6 +18,7 @@ process takes the next message, which is the normal case.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from collections import OrderedDict
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrisk.config.model import TrainConfig
@@ -33,12 +34,25 @@ from fedrisk.config.vertical import VerticalConfig
 from fedrisk.data.preprocessing import HolderPreprocessor
 from fedrisk.federation.nodes import party_query_reply, read_party_table, resolve_party
 from fedrisk.models.split import make_bottom
-from fedrisk.models.split_holder import HolderBottom, StepReply, StepRequest
+from fedrisk.models.split_holder import HolderBottom
 from fedrisk.protocol.psi import partner_rows
-
-SETUP = "query.vertical_setup"
-STEP = "train.vertical_step"
-SCORE = "query.vertical_score"
+from fedrisk.protocol.vertical import (  # noqa: F401 - the codecs' old home re-exports them
+    RAW_STYPE,
+    SCORE,
+    SETUP,
+    STEP,
+    decode_reply,
+    decode_step,
+    encode_he_reply,
+    encode_reply,
+    encode_setup,
+    encode_step,
+    from_array,
+    payloads_of,
+    to_array,
+)
+from fedrisk.protocol.vertical import array_record as _array_record
+from fedrisk.protocol.vertical_he import PartnerHE, he_params
 
 #: Run-config keys every vertical app reads (set by `fedrisk.federation.vertical`).
 MODEL_KIND_KEY = "vertical-model-kind"
@@ -49,90 +63,10 @@ SEED_KEY = "vertical-seed"
 _STATE_META = "vertical"
 _STATE_ROSTER = "vertical.roster"
 _STATE_MODEL = "vertical.model"
-_CONTROL = "control"
+_STATE_HE = "vertical.he"
 _ARRAYS = "arrays"
 
 app = ClientApp()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Wire format, shared with the coordinator (fedrisk.federation.vertical_server)
-
-
-#: Flower's ``Array`` carries any serialization its ``stype`` names. Raw C-order bytes (dtype string with
-#: byte order, e.g. ``<f4``) skip ``np.save``'s header and ``np.load``'s parser: ~150 us per array on this
-#: machine, which at split learning's message sizes was most of a round trip.
-RAW_STYPE = "fedrisk.raw"
-
-
-def to_array(values: np.ndarray) -> Array:
-    """A numpy array as a Flower ``Array`` of raw bytes (no pickle, no header)."""
-    values = np.ascontiguousarray(values)
-    return Array(
-        dtype=values.dtype.str,
-        shape=tuple(int(n) for n in values.shape),
-        stype=RAW_STYPE,
-        data=values.tobytes(),
-    )
-
-
-def from_array(array: Array) -> np.ndarray:
-    """Inverse of `to_array` (a writable copy); Flower's own numpy arrays are read as Flower reads them."""
-    if array.stype != RAW_STYPE:
-        return array.numpy()
-    return np.frombuffer(array.data, dtype=np.dtype(array.dtype)).reshape(array.shape).copy()
-
-
-def _array_record(arrays: dict[str, np.ndarray | None]) -> ArrayRecord:
-    return ArrayRecord({k: to_array(v) for k, v in arrays.items() if v is not None})
-
-
-def encode_step(request: StepRequest, kind: str = "step") -> RecordDict:
-    """A `StepRequest` as message content (``kind`` labels it in the message log)."""
-    control = ConfigRecord({"kind": kind, "snapshot": request.snapshot, "restore": request.restore})
-    arrays = {"grad": request.grad, "rows": request.rows, "eval_rows": request.eval_rows}
-    return RecordDict({_CONTROL: control, _ARRAYS: _array_record(arrays)})
-
-
-def decode_step(content: RecordDict) -> StepRequest:
-    control, arrays = content.config_records[_CONTROL], content.array_records[_ARRAYS]
-
-    def get(key: str) -> np.ndarray | None:
-        return from_array(arrays[key]) if key in arrays else None
-
-    return StepRequest(
-        snapshot=bool(control["snapshot"]),
-        grad=get("grad"),
-        restore=bool(control["restore"]),
-        rows=get("rows"),
-        eval_rows=get("eval_rows"),
-    )
-
-
-def encode_reply(reply: StepReply) -> RecordDict:
-    return RecordDict(
-        {_ARRAYS: _array_record({"embedding": reply.embedding, "eval_embedding": reply.eval_embedding})}
-    )
-
-
-def decode_reply(content: RecordDict) -> StepReply:
-    arrays = content.array_records[_ARRAYS]
-    return StepReply(
-        embedding=from_array(arrays["embedding"]) if "embedding" in arrays else None,
-        eval_embedding=from_array(arrays["eval_embedding"]) if "eval_embedding" in arrays else None,
-    )
-
-
-def encode_setup(roster_ids: np.ndarray, fit_rows: np.ndarray | None) -> RecordDict:
-    """The roster (ids as fixed-width unicode, no pickle) and, for the label holder's own node, the
-    roster positions of its training applicants (its preprocessing is fitted on those only)."""
-    ids = np.asarray(roster_ids).astype(str)
-    return RecordDict(
-        {
-            _CONTROL: ConfigRecord({"kind": "setup"}),
-            _ARRAYS: _array_record({"ids": ids, "fit_rows": fit_rows}),
-        }
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -249,11 +183,62 @@ def setup(msg: Message, context: Context) -> Message:
 
 @app.train("vertical_step")
 def step(msg: Message, context: Context) -> Message:
-    """One training round trip: gradient in, next embeddings out."""
+    """One training round trip: gradient in (or, under "he", the opened aggregate), next embeddings out."""
     live = _live(context)
-    reply = live.bottom.step(decode_step(msg.content))
+    request = decode_step(msg.content)
+    opened = payloads_of(msg.content).get("opened")
+    if opened is not None:  # protection "he": the parameter gradients come from the opened aggregate
+        mask = from_array(context.state[_STATE_HE]["mask"]).tobytes()
+        shapes = [tuple(p.shape) for p in live.bottom.module.parameters()]
+        request.param_grads = _partner_he(context).param_grads(opened, mask, shapes)
+    reply = live.bottom.step(request)
     _save(context, live)
     return Message(encode_reply(reply), reply_to=msg)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Protection "he": this holder computes on ciphertexts with the label holder's public context only
+
+_he_cache: OrderedDict[str, PartnerHE] = OrderedDict()
+
+
+def _partner_he(context: Context) -> PartnerHE:
+    """The holder's evaluator for the run's public context (rebuilt from ``context.state`` if needed)."""
+    public = from_array(context.state[_STATE_HE]["context"]).tobytes()
+    key = hashlib.blake2b(public, digest_size=16).hexdigest()
+    with _cache_lock:
+        if key in _he_cache:
+            _he_cache.move_to_end(key)
+            return _he_cache[key]
+    _, _, vcfg, _ = app_settings(context)
+    partner = PartnerHE(public, he_params(vcfg.he_scheme, vcfg.he_key_bits))
+    with _cache_lock:
+        _he_cache[key] = partner
+        while len(_he_cache) > 4:
+            _he_cache.popitem(last=False)
+    return partner
+
+
+@app.query("vertical_he_setup")
+def he_setup(msg: Message, context: Context) -> Message:
+    """Keep the key holder's public context; reply with how many columns this holder encodes."""
+    public = payloads_of(msg.content)["context"]
+    context.state[_STATE_HE] = _array_record({"context": np.frombuffer(public, dtype=np.uint8)})
+    _partner_he(context)  # refuses a context of the wrong scheme or key size now, not mid-training
+    n_features = int(_live(context).bottom.X.shape[1])
+    return Message(RecordDict({"control": ConfigRecord({"n_features": n_features})}), reply_to=msg)
+
+
+@app.train("vertical_he_grad")
+def he_grad(msg: Message, context: Context) -> Message:
+    """``[X | 1]^T [[g]] + [[m]]`` for the rows awaiting a gradient; the mask stays in ``context.state``."""
+    live = _live(context)
+    request = payloads_of(msg.content)["request"]
+    masked, mask, seconds = _partner_he(context).masked_gradient(request, live.bottom.pending_inputs())
+    record = context.state[_STATE_HE]
+    record["mask"] = to_array(np.frombuffer(mask, dtype=np.uint8))
+    context.state[_STATE_HE] = record
+    return Message(encode_he_reply(masked, seconds), reply_to=msg)
 
 
 @app.query("vertical_score")

@@ -7,6 +7,10 @@ for the next ones, and at an epoch boundary also for validation embeddings. Earl
 to the best weights ride on the same messages (``snapshot``/``restore`` flags), so a run costs
 ``batches + 3`` round trips in the worst case rather than ``3 x batches``.
 
+Under ``federation.vertical.protection = "he"`` a step takes two round trips: the partners first get their
+gradients encrypted and answer with masked encrypted aggregates, which the label holder opens; the step
+message then carries the opened aggregates instead of gradients (`fedrisk.federation.vertical_protection`).
+
 The schedule is hand-written (no Flower strategy does split learning); it mirrors `fit_twin` step for step:
 same batch order (`epoch_batches` with the run seed), same initialisation, same stopping rule, so the
 federated model equals its pooled twin up to float rounding.
@@ -33,20 +37,12 @@ from fedrisk.config.model import TrainConfig
 from fedrisk.config.vertical import VerticalConfig
 from fedrisk.core.errors import FedriskError
 from fedrisk.federation.nodes import party_nodes
-from fedrisk.federation.vertical_client import (
-    SCORE,
-    SETUP,
-    STEP,
-    app_settings,
-    decode_reply,
-    encode_setup,
-    encode_step,
-    from_array,
-)
+from fedrisk.federation.vertical_client import app_settings
+from fedrisk.federation.vertical_protection import build_protection
 from fedrisk.models.split import SplitKind, SplitTop
 from fedrisk.models.split_data import Coverage
-from fedrisk.models.split_holder import StepReply, StepRequest
 from fedrisk.models.split_trainer import GradientHook, SplitTrainer
+from fedrisk.protocol.vertical import SETUP, encode_setup, from_array
 
 PLAN_KEY = "vertical-plan"
 LABEL_HOLDER_KEY = "vertical-label-holder"
@@ -123,7 +119,11 @@ class Plan:
 
 
 class _Link:
-    """Sends one message per holder through the (recorded) grid and returns the replies by holder."""
+    """Sends one message per holder through the (recorded) grid and returns the replies by holder.
+
+    The split-learning steps go through `fedrisk.federation.vertical_protection.ProtectedLink`, which
+    wraps this link with the run's protection and leak meter.
+    """
 
     def __init__(self, grid: Grid, nodes: Mapping[str, int]) -> None:
         self.grid = grid
@@ -150,12 +150,6 @@ class _Link:
             raise RuntimeError(f"no reply from {missing} to {message_type}")
         return out
 
-    def step(self, requests: Mapping[str, StepRequest], kind: str) -> dict[str, StepReply]:
-        """One split-learning round trip (`fedrisk.models.split_trainer.HolderLink`)."""
-        message_type = SCORE if kind == "score" else STEP
-        replies = self.exchange(message_type, {h: encode_step(r, kind) for h, r in requests.items()})
-        return {h: decode_reply(c) for h, c in replies.items()}
-
 
 # ---------------------------------------------------------------------------------------------------------
 # The coordinator
@@ -172,6 +166,9 @@ class CoordinatorResult:
     setup_seconds: float
     round_trips: int
     best_epoch: int
+    protection: dict
+    """The run's label protection, its encryption cost (``he``) and the leak measured on the partners'
+    messages (``leak``): `fedrisk.federation.vertical_protection.Protection.report`."""
 
 
 class VerticalCoordinator:
@@ -249,12 +246,24 @@ class VerticalCoordinator:
         torch.set_num_threads(self.cfg.num_threads)
         started = time.perf_counter()
         self.setup()
-        setup_seconds = time.perf_counter() - started
         train, val = self.plan.indices("train"), self.plan.indices("val")
+        step_size = self.vcfg.step_size(self.cfg.batch_size, len(train))
+        protection = build_protection(
+            self.vcfg,
+            self.link,
+            self.label_holder,
+            self.plan.labels,
+            self.coverage,
+            train,
+            step_size,
+            self.seed,
+        )
+        protection.link.setup(list(self.plan.rosters))
+        setup_seconds = time.perf_counter() - started
         trainer = SplitTrainer(
-            self.top, self.link, self.coverage, self.plan.labels, self.cfg,
-            self.vcfg.step_size(self.cfg.batch_size, len(train)), self.seed,
-            hooks=self.hooks, bytes_sent=self._bytes,
+            self.top, protection.link, self.coverage, self.plan.labels, self.cfg, step_size, self.seed,
+            hooks=[*self.hooks, *protection.hooks], train_labels=protection.train_labels,
+            bytes_sent=self._bytes,
         )  # fmt: skip
         training = trainer.train(train, val)
         scores = self._score(trainer, training.snapshot_pending)
@@ -266,6 +275,7 @@ class VerticalCoordinator:
             setup_seconds=setup_seconds,
             round_trips=self.link.round_trips,
             best_epoch=training.best_epoch,
+            protection=protection.report(),
         )
 
     def _score(self, trainer: SplitTrainer, snapshot: bool) -> dict[str, np.ndarray]:
@@ -292,6 +302,7 @@ def write_result(result: CoordinatorResult, out_dir: Path) -> None:
         "setup_seconds": result.setup_seconds,
         "round_trips": result.round_trips,
         "best_epoch": result.best_epoch,
+        "protection": result.protection,
     }
     (out_dir / HISTORY_FILE).write_text(json.dumps(info, indent=1))
 

@@ -8,7 +8,7 @@ the project's Adam (`fedrisk.models.training.make_optimizer`). The wire format o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,10 @@ class StepRequest:
     """Training rows to embed (kept for the next ``grad``)."""
     eval_rows: np.ndarray | None = None
     """Rows to embed for inference only."""
+    param_grads: Sequence[np.ndarray] | None = None
+    """Instead of ``grad``: the gradient of every parameter of the bottom for the previous training request,
+    computed outside autograd (by the encrypted protocol, `fedrisk.protocol.vertical_he`), in
+    ``module.parameters()`` order and shapes."""
 
 
 @dataclass
@@ -73,6 +77,8 @@ class HolderBottom:
             self.best = self._flat_params().clone()
         if request.grad is not None:
             self._apply(request.grad)
+        elif request.param_grads is not None:
+            self._apply_param_grads(request.param_grads)
         if request.restore and self.best is not None:
             self._set_params(self.best)
         reply = StepReply()
@@ -102,6 +108,28 @@ class HolderBottom:
             )
         self.optimizer.zero_grad()
         self._pending.backward(torch.from_numpy(grad))
+        self.optimizer.step()
+        self._pending = None
+        self.pending_rows = None
+
+    def pending_inputs(self) -> np.ndarray:
+        """The encoded rows of the training request awaiting a gradient (float64, one row per row sent)."""
+        if self.pending_rows is None:
+            raise RuntimeError("no training rows are awaiting a gradient")
+        return self._rows(self.pending_rows).numpy().astype(np.float64)
+
+    def _apply_param_grads(self, grads: Sequence[np.ndarray]) -> None:
+        if self.pending_rows is None:
+            raise RuntimeError("gradient received but no training rows are awaiting one")
+        params = list(self.module.parameters())
+        shapes = [tuple(np.shape(g)) for g in grads]
+        if shapes != [tuple(p.shape) for p in params]:
+            raise RuntimeError(
+                f"parameter gradients of shapes {shapes} for parameters of shapes {[tuple(p.shape) for p in params]}"
+            )
+        self.optimizer.zero_grad()
+        for p, g in zip(params, grads, strict=True):
+            p.grad = torch.as_tensor(np.asarray(g), dtype=p.dtype).clone()
         self.optimizer.step()
         self._pending = None
         self.pending_rows = None

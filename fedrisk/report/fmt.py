@@ -74,3 +74,13 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str |
     lines.append("| " + " | ".join(marks[a] for a in align) + " |")
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def protection_sentence(summary: dict) -> str:
+    """One line for the summary and the report: the protection and what partners' attacks achieved."""
+    worst = summary.get("worst_leak_auc", {})
+    parts = [f"{worst[a]:.2f} {a.split('_')[0]}" for a in ("norm_auc", "direction_auc") if a in worst]
+    return (
+        f"label protection: {summary['protection']}; partners' attacks on their own messages: "
+        f"AUC up to {', '.join(parts) or '-'} (0.5 = labels hidden; docs/protection.md)"
+    )

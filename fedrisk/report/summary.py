@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from fedrisk.report.fmt import fmt_ci, fmt_epsilon, fmt_pct_ci, human_bytes, human_seconds
+from fedrisk.report.fmt import (
+    fmt_ci,
+    fmt_epsilon,
+    fmt_pct_ci,
+    human_bytes,
+    human_seconds,
+    protection_sentence,
+)
 from fedrisk.report.reading import ci_level, holdout_counts
 from fedrisk.report.style import dig
 
@@ -105,6 +112,9 @@ def answer(results: Mapping, config: Mapping, point: str = "base") -> str:
             f"{fmt_ci(npl, 2)} percentage points, or {fmt_pct_ci(more)} more applicants can be approved at "
             "the bank-alone bad rate."
         )
+    if results.get("label_protection"):  # an uplift is only "invisible" data if the labels stayed hidden
+        sentence = protection_sentence(results["label_protection"])
+        lines.append(f"{sentence[0].upper()}{sentence[1:]}.")
     if results.get("sweep"):
         lines.append(
             f"(These are the first sweep point's numbers, `{point}`; the sweep table has every point.)"

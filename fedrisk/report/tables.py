@@ -8,7 +8,15 @@ from typing import Any
 
 import pandas as pd
 
-from fedrisk.report.fmt import fmt_ci, fmt_epsilon, fmt_pct_ci, human_bytes, human_seconds, md_table
+from fedrisk.report.fmt import (
+    fmt_ci,
+    fmt_epsilon,
+    fmt_pct_ci,
+    human_bytes,
+    human_seconds,
+    md_table,
+    protection_sentence,
+)
 from fedrisk.report.party_plots import banks_by_size
 from fedrisk.report.reading import ci_level, holdout_counts
 from fedrisk.report.style import dig
@@ -96,6 +104,9 @@ def headline(results: Mapping, config: Mapping, methods: Sequence[str], point: s
             *_business_rows(uplift),
         ]
         text.append(md_table(["Measure", "Mean [CI]", "Definition"], rows, "lrl"))
+        if results.get("label_protection"):
+            sentence = protection_sentence(results["label_protection"])
+            text.append(f"**{sentence[0].upper()}{sentence[1:]}**")
     else:
         text.append("_No uplift: it needs both the federated and the siloed method to have finished._")
     text.append("**Other credit metrics** (mean over seeds [t-interval over seeds])")

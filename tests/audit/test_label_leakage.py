@@ -19,7 +19,6 @@ import fedrisk  # noqa: F401 - sets Flower's environment before flwr is imported
 from fedrisk.audit.label_leakage import (
     DefenceSpec,
     LabelLeakageConfig,
-    _auc,
     apply_defence,
     label_leakage_audit,
     run_tapped_split,
@@ -28,6 +27,7 @@ from fedrisk.audit.label_leakage import (
 from fedrisk.config.experiment import ExperimentConfig
 from fedrisk.data.setting import build_setting
 from fedrisk.federation.vertical import train_centralized_twin
+from fedrisk.protocol.leakage import _auc
 
 
 def small_config(kind: str = "logistic", **world) -> ExperimentConfig:
