@@ -53,11 +53,11 @@ def test_interrupted_run_resumes_without_redoing_finished_units(vertical_tables,
     calls: list[tuple[str, int]] = []
     real = runner.run_method
 
-    def dying(method, config, setting, seed, workdir):
+    def dying(method, config, setting, seed, workdir, backend=None):
         if seed == 1 and method == "centralized":
             raise KeyboardInterrupt  # the user pressed Ctrl-C mid-run
         calls.append((method, seed))
-        return real(method, config, setting, seed, workdir)
+        return real(method, config, setting, seed, workdir, backend)
 
     monkeypatch.setattr(runner, "run_method", dying)
     with pytest.raises(KeyboardInterrupt):
