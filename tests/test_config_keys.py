@@ -151,6 +151,27 @@ PROBES: dict[str, tuple[str, Any] | tuple[str, Any, dict]] = {
         None,
     ),
     "federation.vertical.psi_fpr": ("run:federated", 0.5),
+    "federation.vertical.protection": ("run:federated", "noise"),
+    "federation.vertical.noise_multiplier": (
+        "run:federated",
+        4.0,
+        {"federation": {"vertical": {"protection": "noise"}}},
+    ),
+    "federation.vertical.label_dp_epsilon": (
+        "run:federated",
+        0.5,
+        {"federation": {"vertical": {"protection": "label_dp", "label_dp_epsilon": 4.0}}},
+    ),
+    "federation.vertical.he_scheme": (
+        "run:federated",
+        "paillier",
+        {"federation": {"vertical": {"protection": "he"}}},
+    ),
+    "federation.vertical.he_key_bits": (
+        "run:federated",
+        16384,
+        {"federation": {"vertical": {"protection": "he"}}},
+    ),
     # evaluation
     "evaluation.approval_rate": ("summary", 0.5),
     "evaluation.n_bootstrap": ("summary", 50),
@@ -237,11 +258,6 @@ PROBES.update(
 PREFIX_TESTS = {"audit.": "tests/audit"}
 UNPROBED = {
     "federation.horizontal.secagg.timeout": "a wall-clock limit: changes nothing on a healthy run",
-    "federation.vertical.protection": "validated and refused where it does not apply; wired into the run next",
-    "federation.vertical.he_scheme": "validated; wired into the run next",
-    "federation.vertical.he_key_bits": "validated; wired into the run next",
-    "federation.vertical.noise_multiplier": "validated; wired into the run next",
-    "federation.vertical.label_dp_epsilon": "validated; wired into the run next",
     "audit.membership.target_fpr": "reported rates follow it; no dedicated test yet",
     "audit.membership.dp.delta": "the reported epsilon follows it; no dedicated test yet",
     "audit.label_leakage.max_train_rows": "caps the audited run; no dedicated test yet",
