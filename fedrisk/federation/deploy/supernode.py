@@ -20,6 +20,8 @@ A failure ends the process at once with one line naming the node and the fix, ex
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import socket
 import ssl
 import sys
@@ -164,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
     update_console_handler(timestamps=True, colored=False)  # log files: when, not colours
+    if os.environ.get("FEDRISK_WARM_PROFILE"):  # every HTTP call to the SuperLink, timestamped
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("httpx").setLevel(logging.INFO)
 
     sys.argv = ["flower-supernode", *theirs]
     flower_supernode()
