@@ -91,6 +91,7 @@ def _ru_maxrss_gib() -> dict:
 def point_vertical(firms: int, batch_size: int, epochs: int, seed: int) -> dict:
     from fedrisk.config.experiment import validate
     from fedrisk.core.metrics import credit_metrics
+    from fedrisk.data.outcome import ScoreKey
     from fedrisk.data.setting import build_setting, coverage_segments
     from fedrisk.methods.federated import federated_vertical
 
@@ -118,7 +119,7 @@ def point_vertical(firms: int, batch_size: int, epochs: int, seed: int) -> dict:
         started = time.perf_counter()
         outcome = federated_vertical(config, setting, seed, Path(tmp), coverage_segments(setting))
         out["federated_seconds"] = time.perf_counter() - started
-    test = outcome.scores[f"{holder}/test"]
+    test = outcome.scores[ScoreKey(holder, "test")]
     out.update(
         psi_seconds=outcome.extra["psi_seconds"],
         psi_bytes=outcome.extra["psi_bytes"],
