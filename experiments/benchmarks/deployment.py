@@ -8,6 +8,9 @@ job in-process on the same setting. Reported under ``<topology>.deployment``:
 - ``seconds_per_round``: training seconds per server round from the ServerApp's own history (vertical: one
   round trip to all holders; horizontal: one strategy round = fit + evaluate round trips);
 - ``run_seconds`` (``flwr run`` to the run's end, alignment and scoring included), ``startup_seconds``;
+- ``federation_cpu_seconds_per_round``: CPU seconds of all the federation's processes (SuperLink,
+  ServerApp, SuperNodes, ClientApps) during the run, per server round (PSI and scoring included): unlike
+  wall seconds, not inflated by other jobs on a shared machine;
 - ``clientapp_tasks`` and, for warm nodes, the median seconds of a task's three parts as the long-lived
   executor logs them (pull the message from the SuperNode / run the ClientApp / push the reply);
 - ``ks``: both runs' test KS (they must agree), ``max_abs_score_diff``.
@@ -34,16 +37,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import flwr
+import psutil
 
 import fedrisk
 from fedrisk.config.experiment import validate
 from fedrisk.data.setting import build_setting
 from fedrisk.deploy.experiment import SMALL_VERTICAL, compare_outcomes, federated_outcome, seconds_per_round
-from fedrisk.federation.deploy.loopback import FederationEngine, LoopbackFederation, LoopbackOptions
+from fedrisk.federation.deploy.loopback import (
+    FederationEngine,
+    LoopbackFederation,
+    LoopbackOptions,
+    tagged_pids,
+)
 from fedrisk.federation.deploy.polling import FLOWER_FIXED_WAITS
 from fedrisk.federation.deploy.remote import Captured, CaptureEngine
 
@@ -71,6 +81,47 @@ def _task_parts(federation: LoopbackFederation) -> dict | None:
     return {"tasks": len(parts), **{k: statistics.median(p[i] for p in parts) for i, k in enumerate(keys)}}
 
 
+class CpuMeter:
+    """CPU seconds used by every process of a federation (found by its tag) while a run goes on.
+
+    Wall seconds on a shared machine scale with its load; CPU seconds per round do not, and on an idle
+    machine with enough cores they bound the wall time from below."""
+
+    def __init__(self, tag: str, interval: float = 0.25) -> None:
+        self.tag, self.interval = tag, interval
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for pid in tagged_pids(self.tag):
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                used = t.user + t.system
+                self.first.setdefault(pid, used)
+                self.last[pid] = used
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> CpuMeter:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+
+
 def _measure(data: dict, seed: int, workdir: Path, options: LoopbackOptions) -> dict:
     config = validate(data)
     setting = build_setting(config, seed)
@@ -79,7 +130,8 @@ def _measure(data: dict, seed: int, workdir: Path, options: LoopbackOptions) -> 
         federated_outcome(config, setting, seed, workdir / "capture", capture)
     with LoopbackFederation(workdir / "federation", capture.parties, options) as federation:
         engine = FederationEngine(federation)
-        deployed = federated_outcome(config, setting, seed, workdir / "deployed", engine)
+        with CpuMeter(federation.tag) as cpu:
+            deployed = federated_outcome(config, setting, seed, workdir / "deployed", engine)
         parts = _task_parts(federation)
     start = time.perf_counter()
     simulated = federated_outcome(config, setting, seed, workdir / "simulated", "inprocess")
@@ -91,6 +143,8 @@ def _measure(data: dict, seed: int, workdir: Path, options: LoopbackOptions) -> 
         "deployment": {
             "seconds_per_round": seconds_per_round(deployed),
             "run_seconds": run.seconds,
+            "federation_cpu_seconds": cpu.seconds,
+            "federation_cpu_seconds_per_round": cpu.seconds / max(1, _rounds(deployed)),
             "startup_seconds": run.startup_seconds,
             "clientapp_tasks": messages.get("by_sender", {}).get("server", {}).get("messages"),
             "warm_task_parts_median_seconds": parts,
@@ -112,6 +166,13 @@ def _measure(data: dict, seed: int, workdir: Path, options: LoopbackOptions) -> 
         "max_abs_score_diff": max(v["max_abs_score_diff"] for v in comparison.values()),
         "round_trips": deployed.extra.get("round_trips"),
     }
+
+
+def _rounds(outcome) -> int:
+    """Server rounds of a run, alignment and scoring included (vertical: round trips; horizontal: rounds)."""
+    if outcome.extra.get("round_trips"):
+        return int(outcome.extra["round_trips"])
+    return sum(1 for row in outcome.history if "round" in row)
 
 
 def jobs(firms: int, epochs: int, rounds: int, seed: int, horizontal: bool) -> dict[str, dict]:

@@ -43,6 +43,8 @@ FLOWER_ENV = {
     "FLWR_DISABLE_UPDATE_CHECK": "1",
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
 }
+#: Seconds a run whose ServerApp reported a failure may take to end by itself before it is stopped.
+FAILED_RUN_GRACE = 3.0
 _RUN_ID = re.compile(r"Successfully started run (\d+)")
 _PARTY_KEYS = re.compile(r"^party-\d+(-data-path)?$")
 
@@ -231,12 +233,17 @@ def submit_and_follow(
     if on_started is not None:
         on_started(run_id)
     dead: tuple[_Process, float] | None = None
+    failed_at: float | None = None
     deadline = time.monotonic() + timeout
     while streamer.popen.poll() is None:  # `flwr log --stream` returns once the run has finished
         if dead is None and (process := dead_service()) is not None:
             dead = (process, time.monotonic())
         if dead is not None and (time.monotonic() - dead[1] > grace or reported_failure(run_config)):
             break  # the ServerApp has said why (or had its chance to): do not wait for the heartbeat timeout
+        if failed_at is None and reported_failure(run_config):
+            failed_at = time.monotonic()
+        if failed_at is not None and time.monotonic() - failed_at > FAILED_RUN_GRACE:
+            break  # the ServerApp failed and said why; Flower's own wind-down need not be waited for
         if time.monotonic() > deadline:
             flwr("stop", str(run_id), connection, check=False)
             raise DeploymentError(f"run {run_id} did not finish within {timeout:.0f} s; see {streamer.log}")
@@ -245,9 +252,9 @@ def submit_and_follow(
     if dead is None and (process := dead_service()) is not None:  # it may have ended the log stream
         dead = (process, time.monotonic())
     link_died = dead is not None and dead[0].name == "superlink"
-    info = {} if link_died else run_info(flwr, run_id, connection)
+    info = {} if link_died else run_info(flwr, run_id, connection, wait=2.0 if failed_at else 15.0)
     status = str(info.get("status", "unknown"))
-    if dead is not None and not link_died and not status.startswith("finished"):
+    if (dead is not None or failed_at is not None) and not link_died and not status.startswith("finished"):
         flwr("stop", str(run_id), connection, check=False)
     failure = reported_failure(run_config)
     if dead is not None:
@@ -256,10 +263,10 @@ def submit_and_follow(
             f"{process.name} (pid {process.popen.pid}) exited with code {process.popen.returncode} "
             f"during run {run_id}" + (f"; the ServerApp reported: {failure}" if failure else "")
         )
+    if failure:
+        raise DeploymentError(f"run {run_id} failed ({status}): {failure}")
     if status != "finished:completed":
-        raise DeploymentError(
-            f"run {run_id} ended with status {status!r}: {failure or f'see {streamer.log}'}"
-        )
+        raise DeploymentError(f"run {run_id} ended with status {status!r}: see {streamer.log}")
     return RunRecord(run_id, status, seconds, logs={streamer.name: str(streamer.log)}, info=info)
 
 

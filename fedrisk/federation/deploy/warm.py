@@ -86,7 +86,7 @@ class WarmExecutor:
         self._stop = threading.Event()
 
     # --- Flower's clients ---------------------------------------------------------------------------
-    def _client(self, token: str | None = None):
+    def _client(self, token: str | None = None) -> object:
         from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
         from flwr.supercore.retry import make_simple_http_retry_invoker
         from flwr.supercore.runtime import RuntimeHttpClient
@@ -105,7 +105,7 @@ class WarmExecutor:
             retry_invoker=make_simple_http_retry_invoker(),
         )
 
-    def _client_app(self, run, fab):
+    def _client_app(self, run: object, fab: object) -> Callable:
         """The ClientApp of this FAB: installed and loaded once per FAB hash, by Flower's own loader."""
         app = self._apps.get(fab.hash_str)
         if app is None:
