@@ -1,52 +1,64 @@
-"""Benchmark: seconds per round on Flower's deployment engine (loopback) vs the in-process simulation.
+"""Benchmark: seconds per round on Flower's deployment engine (loopback, TLS + SuperNode auth) vs in-process.
 
-Runs the same small vertical job (and, with ``--horizontal``, a small horizontal one) twice: once through
-a loopback deployment (SuperLink + one SuperNode per holder on 127.0.0.1, TLS and SuperNode auth, ``flwr
-run``; `fedrisk.federation.deploy.loopback`) and once in-process. Reports, per topology:
+For each topology (a small vertical job: bank + tax + supply chain; and a 3-bank horizontal job) it starts
+ONE loopback federation (SuperLink, one SuperNode per holder in its own directory), runs the federated
+method on it (`FederationEngine`: the federation stays up, as it would across machines), and runs the same
+job in-process on the same setting. Reported under ``<topology>.deployment``:
 
-- ``seconds_per_round``: training seconds per server round (vertical: one round trip to all holders;
-  horizontal: one strategy round = fit + evaluate round trips), from the ServerApp's own history;
-- ``run_seconds`` (``flwr run`` to the end of the run) and ``startup_seconds`` (SuperLink and nodes up);
-- ``clientapp_seconds_per_task``: Flower's own ClientApp compute time divided by the ClientApp tasks
-  (every message to a SuperNode is a task and, in Flower 1.41, a fresh ``flwr-clientapp`` process);
-- ``ks``: the test KS of both runs (they must agree).
+- ``seconds_per_round``: training seconds per server round from the ServerApp's own history (vertical: one
+  round trip to all holders; horizontal: one strategy round = fit + evaluate round trips);
+- ``run_seconds`` (``flwr run`` to the run's end, alignment and scoring included), ``startup_seconds``;
+- ``federation_cpu_seconds_per_round``: CPU seconds of all the federation's processes (SuperLink,
+  ServerApp, SuperNodes, ClientApps) during the run, per server round (PSI and scoring included): unlike
+  wall seconds, not inflated by other jobs on a shared machine;
+- ``clientapp_tasks`` and, for warm nodes, the median seconds of a task's three parts as the long-lived
+  executor logs them (pull the message from the SuperNode / run the ClientApp / push the reply);
+- ``ks``: both runs' test KS (they must agree), ``max_abs_score_diff``.
 
-Also measured: ``clientapp_import_seconds``, a cold ``import fedrisk.federation.deploy.apps`` in a new interpreter,
-the floor of every task's cost; and the machine's load average, because on a shared machine every number
-above moves with it.
+Modes: ``--mode warm`` (default; `fedrisk.federation.deploy.warm` + `fedrisk.federation.deploy.supernode`)
+or ``--mode cold`` (Flower's stock SuperNode: a fresh ``flwr-clientapp`` per message), or ``both``.
+The machine's load average is recorded before and after: on a shared machine every figure moves with it.
 
 Usage::
 
-    python experiments/benchmarks/deployment.py --out deployment.json [--horizontal] [--insecure]
+    python experiments/benchmarks/deployment.py --out deployment.json [--mode both] [--no-horizontal]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
 import platform
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import flwr
+import psutil
 
 import fedrisk
 from fedrisk.config.experiment import validate
 from fedrisk.data.setting import build_setting
 from fedrisk.deploy.experiment import SMALL_VERTICAL, compare_outcomes, federated_outcome, seconds_per_round
-from fedrisk.federation.deploy.loopback import LoopbackEngine, LoopbackOptions
+from fedrisk.federation.deploy.loopback import (
+    FederationEngine,
+    LoopbackFederation,
+    LoopbackOptions,
+    tagged_pids,
+)
+from fedrisk.federation.deploy.polling import FLOWER_FIXED_WAITS
+from fedrisk.federation.deploy.remote import Captured, CaptureEngine
 
-#: Fixed waits in Flower 1.41's deployment path that no option changes (file: line in site-packages/flwr).
-FLOWER_FIXED_WAITS = {
-    "supernode_idle_poll_seconds": 3.0,  # supernode/start_client_internal.py:263, after an empty pull
-    "supernode_reply_poll_seconds": 0.5,  # supernode/start_client_internal.py:470, waiting for the ClientApp
-    "http_grid_send_and_receive_poll_seconds": 3.0,  # superlink/grid/http_grid.py:412 (bypassed: PollingGrid)
-}
+TARGETS = {"vertical_seconds_per_round": 2.0, "horizontal_seconds_per_round": 3.0}
+_TASK = re.compile(r"task \d+ (\S+): completed in ([\d.]+) s \(([\d.]+) / ([\d.]+) / ([\d.]+)\)")
 
 
 def _import_seconds() -> float:
@@ -57,31 +69,90 @@ def _import_seconds() -> float:
     return time.perf_counter() - start
 
 
+def _task_parts(federation: LoopbackFederation) -> dict | None:
+    """Median seconds of the warm executors' task parts, over every task of every node."""
+    parts: list[tuple[float, ...]] = []
+    for name, process in federation.processes.items():
+        if name.startswith("clientapp-"):
+            parts += [tuple(map(float, m.groups()[1:])) for m in _TASK.finditer(process.log.read_text())]
+    if not parts:
+        return None
+    keys = ("task", "pull_message", "clientapp", "push_reply")
+    return {"tasks": len(parts), **{k: statistics.median(p[i] for p in parts) for i, k in enumerate(keys)}}
+
+
+class CpuMeter:
+    """CPU seconds used by every process of a federation (found by its tag) while a run goes on.
+
+    Wall seconds on a shared machine scale with its load; CPU seconds per round do not, and on an idle
+    machine with enough cores they bound the wall time from below."""
+
+    def __init__(self, tag: str, interval: float = 0.25) -> None:
+        self.tag, self.interval = tag, interval
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for pid in tagged_pids(self.tag):
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                used = t.user + t.system
+                self.first.setdefault(pid, used)
+                self.last[pid] = used
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> CpuMeter:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+
+
 def _measure(data: dict, seed: int, workdir: Path, options: LoopbackOptions) -> dict:
     config = validate(data)
     setting = build_setting(config, seed)
-    engine = LoopbackEngine(workdir / "deployment", options)
-    deployed = federated_outcome(config, setting, seed, workdir / "deployed", engine)
+    capture = CaptureEngine()
+    with contextlib.suppress(Captured):
+        federated_outcome(config, setting, seed, workdir / "capture", capture)
+    with LoopbackFederation(workdir / "federation", capture.parties, options) as federation:
+        engine = FederationEngine(federation)
+        with CpuMeter(federation.tag) as cpu:
+            deployed = federated_outcome(config, setting, seed, workdir / "deployed", engine)
+        parts = _task_parts(federation)
     start = time.perf_counter()
     simulated = federated_outcome(config, setting, seed, workdir / "simulated", "inprocess")
     sim_seconds = time.perf_counter() - start
     (run,) = engine.runs
-    compute = run.info.get("compute-time", {})
-    tasks = _clientapp_tasks(workdir / "deployed")
     comparison = compare_outcomes(deployed, simulated)
+    messages = deployed.extra.get("messages", {})
     return {
         "deployment": {
             "seconds_per_round": seconds_per_round(deployed),
             "run_seconds": run.seconds,
+            "federation_cpu_seconds": cpu.seconds,
+            "federation_cpu_seconds_per_round": cpu.seconds / max(1, _rounds(deployed)),
             "startup_seconds": run.startup_seconds,
-            "clientapp_tasks": tasks,
-            "clientapp_seconds_per_task": (compute.get("clientapp-seconds") or 0.0) / tasks
-            if tasks
-            else None,
-            "serverapp_seconds": compute.get("serverapp-seconds"),
+            "clientapp_tasks": messages.get("by_sender", {}).get("server", {}).get("messages"),
+            "warm_task_parts_median_seconds": parts,
+            "psi_seconds": deployed.extra.get("psi_seconds"),
             "bytes_sent": deployed.cost.get("bytes_sent"),
             "tls": run.tls,
             "node_auth": run.node_auth,
+            "warm": options.warm,
         },
         "simulation": {
             "seconds_per_round": seconds_per_round(simulated),
@@ -97,12 +168,27 @@ def _measure(data: dict, seed: int, workdir: Path, options: LoopbackOptions) -> 
     }
 
 
-def _clientapp_tasks(workdir: Path) -> int:
-    """Messages the ServerApp sent to SuperNodes, from the run's message log (one ClientApp task each)."""
-    records = [
-        json.loads(line) for log in workdir.rglob("messages.jsonl") for line in log.read_text().splitlines()
-    ]
-    return sum(1 for r in records if r["sender"] == "server")
+def _rounds(outcome) -> int:
+    """Server rounds of a run, alignment and scoring included (vertical: round trips; horizontal: rounds)."""
+    if outcome.extra.get("round_trips"):
+        return int(outcome.extra["round_trips"])
+    return sum(1 for row in outcome.history if "round" in row)
+
+
+def jobs(firms: int, epochs: int, rounds: int, seed: int, horizontal: bool) -> dict[str, dict]:
+    vertical = copy.deepcopy(SMALL_VERTICAL)
+    vertical["world"] = {"n_firms": firms}
+    vertical["training"]["epochs"] = epochs
+    out = {"vertical": vertical}
+    if horizontal:
+        out["horizontal"] = {
+            "topology": "horizontal",
+            "seeds": [seed],
+            "world": {"n_firms": 2 * firms, "n_banks": 3},
+            "training": {"batch_size": 256},
+            "federation": {"horizontal": {"rounds": rounds, "local_epochs": 1}},
+        }
+    return out
 
 
 def main() -> None:
@@ -110,41 +196,50 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--firms", type=int, default=3000)
     parser.add_argument(
-        "--epochs", type=int, default=3, help="vertical: full-batch epochs (one round trip each)"
+        "--epochs", type=int, default=5, help="vertical: full-batch epochs (one round trip each)"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="horizontal: strategy rounds")
-    parser.add_argument("--horizontal", action="store_true", help="also measure a 3-bank horizontal job")
+    parser.add_argument("--rounds", type=int, default=5, help="horizontal: strategy rounds")
+    parser.add_argument("--no-horizontal", action="store_true", help="vertical only")
+    parser.add_argument("--mode", choices=("warm", "cold", "both"), default="warm")
     parser.add_argument("--insecure", action="store_true", help="no TLS, no SuperNode authentication")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    options = LoopbackOptions(tls=not args.insecure, node_auth=not args.insecure)
-    load_before = os.getloadavg()
+    modes = ("warm", "cold") if args.mode == "both" else (args.mode,)
     result: dict = {
+        "benchmark": "deployment_rounds",
         "fedrisk_version": fedrisk.__version__,
         "flwr_version": flwr.__version__,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_before": load_before},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_before": os.getloadavg(),
+        },
+        "targets": TARGETS,
         "flower_fixed_waits": FLOWER_FIXED_WAITS,
-        "superexec_task_poll_interval": options.task_poll_interval,
         "clientapp_import_seconds": _import_seconds(),
     }
-    vertical = copy.deepcopy(SMALL_VERTICAL)
-    vertical["world"] = {"n_firms": args.firms}
-    vertical["training"]["epochs"] = args.epochs
-    jobs = {"vertical": vertical}
-    if args.horizontal:
-        jobs["horizontal"] = {
-            "topology": "horizontal",
-            "seeds": [args.seed],
-            "world": {"n_firms": 2 * args.firms, "n_banks": 3},
-            "training": {"batch_size": 256},
-            "federation": {"horizontal": {"rounds": args.rounds, "local_epochs": 1}},
-        }
     with tempfile.TemporaryDirectory(prefix="fedrisk-deploy-bench-") as tmp:
-        for name, data in jobs.items():
-            result[name] = {"config": data, **_measure(data, args.seed, Path(tmp) / name, options)}
-            print(name, json.dumps({k: result[name][k] for k in ("deployment", "simulation")}, indent=1))
+        for name, data in jobs(
+            args.firms, args.epochs, args.rounds, args.seed, not args.no_horizontal
+        ).items():
+            result[name] = {"config": data}
+            for mode in modes:
+                options = LoopbackOptions(
+                    tls=not args.insecure, node_auth=not args.insecure, warm=mode == "warm"
+                )
+                measured = _measure(data, args.seed, Path(tmp) / name / mode, options)
+                key = "deployment" if mode == modes[0] else f"deployment_{mode}"
+                result[name][key] = measured.pop("deployment")
+                result[name].update({k: v for k, v in measured.items() if k not in result[name]})
+                print(name, mode, json.dumps(result[name][key], indent=1), flush=True)
     result["machine"]["loadavg_after"] = os.getloadavg()
+    met = {}
+    for name in ("vertical", "horizontal"):
+        spr = result.get(name, {}).get("deployment", {}).get("seconds_per_round")
+        if spr is not None:
+            met[f"{name}_seconds_per_round"] = spr < TARGETS[f"{name}_seconds_per_round"]
+    result["targets_met"] = met
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 

@@ -15,4 +15,4 @@ python="${PYTHON:-$repo/.venv/bin/python}"
 [[ -x "$python" ]] || python="$(command -v python3)"
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-exec "$python" -m fedrisk.federation.deploy loopback "$@"
+exec "$python" -m fedrisk.deploy loopback "$@"

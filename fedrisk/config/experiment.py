@@ -78,8 +78,31 @@ class FederationConfig(_Section):
         "inprocess",
         description="'inprocess' (Flower apps called directly: fast) or 'ray' (Flower's simulation engine).",
     )
+    ray_address: str | None = Field(
+        None,
+        description="backend 'ray' on an existing Ray cluster: 'auto' (the cluster this machine joined, "
+        "`ray start`) or its head's 'host:port'; empty = a local Ray started for the run.",
+    )
     vertical: VerticalConfig = Field(default_factory=VerticalConfig)
     horizontal: HorizontalConfig = Field(default_factory=HorizontalConfig)
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        if value is None or value == "auto" or re.fullmatch(r"(ray://)?\[?[\w.:-]+?\]?:\d{1,5}", value):
+            return value
+        raise ValueError(
+            f"{value!r} is neither 'auto' nor a Ray head address 'host:port' (e.g. '10.0.0.5:6379')"
+        )
+
+    @model_validator(mode="after")
+    def _ray_address_needs_ray(self) -> FederationConfig:
+        if self.ray_address is not None and self.backend != "ray":
+            raise ValueError(
+                f"ray_address is set but backend is {self.backend!r}; set federation.backend = 'ray' "
+                "(or remove federation.ray_address)"
+            )
+        return self
 
 
 class EvaluationConfig(_Section):

@@ -1,6 +1,6 @@
 """``python -m fedrisk.deploy``: loopback demo, per-holder tables, and runs on a real SuperLink.
 
-    python -m fedrisk.deploy loopback OUTDIR [--config C] [--set k=v ...] [--insecure] [--no-node-auth]
+    python -m fedrisk.deploy loopback OUTDIR [--config C] [--set k=v ...] [--insecure] [--no-node-auth] [--cold]
     python -m fedrisk.deploy tables CONFIG --out DIR [--seed S] [--set k=v ...]
     python -m fedrisk.deploy run CONFIG --connection NAME --out RESULTS [--set k=v ...]
 
@@ -58,7 +58,9 @@ def _loopback(args: argparse.Namespace) -> None:
 
     config, raw = _config(args.config, args.set)
     root = args.outdir.resolve()
-    options = LoopbackOptions(tls=not args.insecure, node_auth=not (args.insecure or args.no_node_auth))
+    options = LoopbackOptions(
+        tls=not args.insecure, node_auth=not (args.insecure or args.no_node_auth), warm=not args.cold
+    )
     engine = LoopbackEngine(root / "deployment", options)
     report = run_experiment_on(engine, config, raw, root, force=args.force, compare=not args.no_compare)
     print(_summary(report, root))
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     loop.add_argument("--insecure", action="store_true", help="no TLS (and so no SuperNode authentication)")
     loop.add_argument("--no-node-auth", action="store_true", help="TLS, but admit any SuperNode")
+    loop.add_argument(
+        "--cold", action="store_true", help="Flower's stock SuperNodes: a new ClientApp process per message"
+    )
 
     tables = sub.add_parser("tables", help="each holder's table for one seed, as the driver writes it")
     tables.add_argument("config", type=Path)

@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -51,6 +52,35 @@ class Engine(Protocol):
     """
 
     def __call__(self, parties: Mapping[str, Path], run_config: UserConfig) -> None: ...
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """Flower's simulation engine on an existing Ray cluster (``federation.ray_address``).
+
+    ``address`` is what ``ray.init(address=...)`` takes: ``"auto"`` (the cluster this machine joined with
+    ``ray start``) or the head's ``host:port``. Every node of the cluster needs fedrisk and its
+    dependencies installed, and must see the parties' table paths (a shared filesystem), as the
+    ClientApps read them there.
+    """
+
+    address: str
+
+
+def resolve_backend(backend: str, ray_address: str | None = None) -> Backend | RayCluster:
+    """The engine a config names: ``"inprocess"``, ``"ray"`` (a local Ray) or a `RayCluster`."""
+    return RayCluster(ray_address) if backend == "ray" and ray_address else backend  # type: ignore[return-value]
+
+
+def ray_backend_config(num_cpus: int, client_num_cpus: int, address: str | None = None) -> dict:
+    """Flower's ``backend_config`` for Ray: a local Ray with ``num_cpus``, or a connection to ``address``
+    (Ray refuses ``num_cpus`` when it joins an existing cluster: the cluster has its own)."""
+    init_args: dict[str, object] = {"include_dashboard": False}
+    if address:
+        init_args["address"] = address
+    else:
+        init_args.update(num_cpus=num_cpus, num_gpus=0)
+    return {"client_resources": {"num_cpus": client_num_cpus, "num_gpus": 0.0}, "init_args": init_args}
 
 
 OUTPUT_DIR_KEY = "output-dir"
@@ -209,9 +239,10 @@ def run_federation(
     run_config : dict
         Flower run config; must hold ``"output-dir"``. Party entries are added (see
         `federation_run_config`).
-    backend : {"inprocess", "ray"} or Engine
-        ``"inprocess"``: `InProcessGrid`, no engine. ``"ray"``: Flower's simulation engine. An `Engine`
-        (e.g. Flower's deployment engine) runs the packaged apps itself.
+    backend : {"inprocess", "ray"}, RayCluster or Engine
+        ``"inprocess"``: `InProcessGrid`, no engine. ``"ray"``: Flower's simulation engine on a local Ray;
+        a `RayCluster`: the same on an existing cluster. An `Engine` (e.g. Flower's deployment engine)
+        runs the packaged apps itself.
     ray_num_cpus, client_num_cpus
         Ray's CPU budget and each ClientApp actor's share (Ray only).
 
@@ -224,7 +255,7 @@ def run_federation(
     FedriskError
         Bad input (no output dir, unknown backend, no parties, non-scalar run config value).
     """
-    if not callable(backend) and backend not in ("inprocess", "ray"):
+    if not callable(backend) and not isinstance(backend, RayCluster) and backend not in ("inprocess", "ray"):
         raise FedriskError("federation.backend", f"unknown backend {backend!r}", "use 'inprocess' or 'ray'")
     if not parties:
         raise FedriskError("parties", "no parties to federate", "give at least one party table")
@@ -243,7 +274,8 @@ def run_federation(
     elif backend == "inprocess":
         _run_inprocess(server_app, client_app, parties, config)
     else:
-        _run_ray(server_app, client_app, len(parties), config, ray_num_cpus, client_num_cpus)
+        address = backend.address if isinstance(backend, RayCluster) else None
+        _run_ray(server_app, client_app, len(parties), config, ray_num_cpus, client_num_cpus, address)
     read_completion(out_dir)
 
 
@@ -267,14 +299,12 @@ def _run_ray(
     config: UserConfig,
     ray_num_cpus: int,
     client_num_cpus: int,
+    address: str | None = None,
 ) -> None:
     import ray  # deferred: importing Ray costs ~1 s and only this backend needs it
     from flwr.simulation import run_simulation
 
-    backend_config = {
-        "client_resources": {"num_cpus": client_num_cpus, "num_gpus": 0.0},
-        "init_args": {"num_cpus": ray_num_cpus, "num_gpus": 0, "include_dashboard": False},
-    }
+    backend_config = ray_backend_config(ray_num_cpus, client_num_cpus, address)
     try:
         run_simulation(
             server_app=recorded_server_app(server_app, run_config=config),

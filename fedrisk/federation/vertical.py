@@ -260,18 +260,22 @@ def run_vertical(
     started = time.perf_counter()
     applicants, labels, bounds = _check_inputs(parties, label_holder, splits, model_kind)
     partners = {name: table.ids for name, table in parties.items() if name != label_holder}
-    if alignment is None:
+    # a deployment engine that aligns on the holders' nodes: no id list comes to this process
+    on_nodes = alignment is None and bool(getattr(backend, "aligns_on_nodes", False))
+    if alignment is None and not on_nodes:
         alignment = align_parties(
             label_holder, applicants, partners, parallel=vcfg.psi_parallel, seed=seed, fpr=vcfg.psi_fpr
         )
-    elif alignment.label_holder != label_holder or set(alignment.shared_ids) != set(partners):
+    elif alignment is not None and (
+        alignment.label_holder != label_holder or set(alignment.shared_ids) != set(partners)
+    ):
         raise FedriskError(
             "alignment",
             f"aligns {alignment.label_holder!r} with {sorted(alignment.shared_ids)}, not {label_holder!r} with {sorted(partners)}",
             "align these parties (align_parties) or pass alignment=None",
         )
     psi_log = MessageLog()
-    for t in alignment.transcripts:
+    for t in [] if alignment is None else alignment.transcripts:
         psi_log.add_external(t.client, t.server, "psi.request", t.bytes_client_to_server)
         psi_log.add_external(t.server, t.client, "psi.response", t.bytes_server_to_client)
 
@@ -281,7 +285,11 @@ def run_vertical(
         name: write_party_table(table, workdir / "parties" / f"{name}.parquet")
         for name, table in parties.items()
     }
-    plan = Plan(applicants, labels, bounds, {p: alignment.shared_ids[p] for p in partners})
+    if on_nodes:  # partner order only; the ServerApp fills the rosters (fedrisk.federation.deploy.psi)
+        rosters = {p: np.empty(0, dtype=str) for p in partners}
+    else:
+        rosters = {p: alignment.shared_ids[p] for p in partners}
+    plan = Plan(applicants, labels, bounds, rosters)
     plan_path = plan.save(workdir / "plan.npz")
     run_config = {
         OUTPUT_DIR_KEY: str(out_dir),
@@ -292,6 +300,10 @@ def run_vertical(
         VERTICAL_CONFIG_KEY: vcfg.model_dump_json(),
         SEED_KEY: int(seed),
     }
+    if on_nodes:
+        from fedrisk.federation.deploy.psi import PSI_KEY, PSI_ON_NODES
+
+        run_config[PSI_KEY] = PSI_ON_NODES
     # the label holder first: under Ray its node gets partition 0, like its place in the embedding order
     ordered = {label_holder: paths[label_holder], **{p: paths[p] for p in partners}}
     run_federation(server_app, client_app, ordered, run_config, backend)  # type: ignore[arg-type]
@@ -306,13 +318,19 @@ def run_vertical(
     history = [
         {**row, "bytes_sent": row["bytes_sent"] + psi_bytes} for row in info["history"]
     ]  # PSI came first
+    psi_seconds = 0.0 if alignment is None else alignment.seconds
+    if on_nodes:  # PSI messages are in the run's own log (and its history's byte counts) already
+        from fedrisk.federation.deploy.psi import PSI_FILE
+
+        psi_seconds = float(json.loads((out_dir / PSI_FILE).read_text())["seconds"])
+        psi_bytes = sum(r.nbytes for r in log.records if r.kind.startswith("query.psi_"))
     return VerticalOutcome(
         scores=sets,
         coverage=coverage,
         history=history,
         messages=log.summary(),
         bytes_sent=log.bytes_sent(),
-        psi_seconds=alignment.seconds,
+        psi_seconds=psi_seconds,
         psi_bytes=psi_bytes,
         train_seconds=info["train_seconds"],
         wall_seconds=time.perf_counter() - started,

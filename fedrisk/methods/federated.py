@@ -9,6 +9,13 @@ import numpy as np
 from fedrisk.data.outcome import MethodOutcome
 
 
+def _backend(config):
+    """``[federation] backend`` (and ``ray_address``) as the drivers take it."""
+    from fedrisk.federation.backends import resolve_backend
+
+    return resolve_backend(config.federation.backend, config.federation.ray_address)
+
+
 def federated_vertical(
     config, setting, seed: int, workdir: Path, segments: dict[str, dict[str, np.ndarray]], backend=None
 ) -> MethodOutcome:
@@ -30,7 +37,7 @@ def federated_vertical(
         config.model.kind,
         config.training,
         vcfg,
-        config.federation.backend if backend is None else backend,
+        _backend(config) if backend is None else backend,
         workdir,
         seed,
     )
@@ -50,7 +57,7 @@ def federated_horizontal(config, setting, seed: int, workdir: Path, backend=None
         config.model.kind,
         config.training,
         config.federation.horizontal,
-        config.federation.backend if backend is None else backend,
+        _backend(config) if backend is None else backend,
         workdir,
         seed,
         hidden=tuple(config.model.hidden),

@@ -37,6 +37,7 @@ __all__ = [
     "gcs_hash_range",
     "partner_rows",
     "private_intersection",
+    "shuffled_roster",
 ]
 
 #: Target false-positive probability for a whole PSI query (not per item).
@@ -360,16 +361,24 @@ def align_parties(
             raise FedriskError(
                 _FIELD, f"no firm ids shared between {label_holder!r} and {name!r}", _SAME_ID_FIX
             )
-        # Order hides nothing useful from the partner only if it is random; key the stream by name
-        # so a partner's list does not depend on which other partners take part.
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        shared[name] = ids[rng.permutation(len(ids))]
+        shared[name] = shuffled_roster(ids, name, seed)
     return Alignment(
         label_holder=label_holder,
         shared_ids=shared,
         transcripts=[t for _, t in results],
         seconds=time.perf_counter() - start,
     )
+
+
+def shuffled_roster(ids: np.ndarray, partner: str, seed: int) -> np.ndarray:
+    """The shared ids in the order the label holder sends them to ``partner``.
+
+    Order hides nothing useful from the partner only if it is random; the stream is keyed by the
+    partner's name so a partner's list does not depend on which other partners take part. Every
+    alignment (in one process, or between nodes) orders rosters here, so they train alike.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(partner.encode())])
+    return ids[rng.permutation(len(ids))]
 
 
 def partner_rows(partner_ids: np.ndarray, requested_ids: np.ndarray) -> np.ndarray:

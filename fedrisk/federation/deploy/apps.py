@@ -7,7 +7,10 @@ runs (`fedrisk.federation.vertical_server`, `fedrisk.federation.vertical_client`
 `fedrisk.federation.horizontal_client`), wrapped the same way as in simulation (`recorded_server_app`,
 `PartyClientApp`): the message log, the completion marker and the party query are shared code.
 
-Two pieces of glue are deployment-only:
+Three pieces of glue are deployment-only:
+
+- PSI between the holders' own nodes (`fedrisk.federation.deploy.psi`): when the run config says so, the
+  vertical ServerApp first aligns the holders by PSI messages; the ClientApp answers them.
 
 - `PollingGrid`: Flower 1.41's deployment grid waits a fixed 3 s between polls for replies
   (``flwr/superlink/grid/http_grid.py``), which would make every split-learning round trip cost >= 3 s.
@@ -20,6 +23,7 @@ Two pieces of glue are deployment-only:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -36,6 +40,7 @@ from fedrisk.config.horizontal import HorizontalJob
 from fedrisk.core.errors import FedriskError
 from fedrisk.federation.backends import OUTPUT_DIR_KEY, PartyClientApp, recorded_server_app
 from fedrisk.federation.channel import ClientFailure
+from fedrisk.federation.deploy.polling import PollingUnsupported, shorten_grid_pulls
 from fedrisk.federation.grids import DelegatingGrid
 from fedrisk.federation.vertical_server import PLAN_KEY
 
@@ -126,9 +131,10 @@ def _write_failure(context: Context, error: BaseException) -> None:
 
 def _inner_server_app(topology: str) -> ServerApp:
     if topology == "vertical":
+        from fedrisk.federation.deploy.psi import with_node_alignment
         from fedrisk.federation.vertical_server import app
 
-        return app
+        return with_node_alignment(app)
     from fedrisk.federation.horizontal_server import build_server_app
 
     return build_server_app()
@@ -141,6 +147,8 @@ server_app = ServerApp()
 def _server_main(grid: Grid, context: Context) -> None:
     """Run the topology's ServerApp, recorded as in simulation; leave a failure file if it raises."""
     try:
+        with contextlib.suppress(PollingUnsupported):
+            shorten_grid_pulls()  # replies' objects: back off briefly, not from 1 s (deploy.polling)
         app = recorded_server_app(_inner_server_app(topology_of(context.run_config)))
         app(PollingGrid(grid), context)
     except BaseException as error:
@@ -174,6 +182,10 @@ class DeploymentClientApp(ClientApp):
         return app
 
     def __call__(self, message: Message, context: Context) -> Message:
+        from fedrisk.federation.deploy import psi
+
+        if message.metadata.message_type in psi.MESSAGE_TYPES:  # alignment between the holders' nodes
+            return psi.handle(message, context)
         return self._app_for(context)(message, context)
 
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fedrisk.federation.deploy.loopback import (
+from fedrisk.federation.deploy.runs import (
     APP_DIR,
     FLOWER_ENV,
     DeploymentError,
@@ -50,6 +50,9 @@ class ConnectionEngine:
     timeout : float
         Seconds one run may take.
     """
+
+    #: Vertical runs align the holders by PSI messages between their nodes (`fedrisk.federation.deploy.psi`).
+    aligns_on_nodes = True
 
     def __init__(
         self, connection: str, workdir: str | Path, app_dir: str | Path = APP_DIR, timeout: float = 24 * 3600
@@ -114,6 +117,8 @@ class Captured(Exception):  # noqa: N818 - a signal, not an error
 
 class CaptureEngine:
     """Keeps the parties' tables and the run config a driver hands to Flower, then stops the driver."""
+
+    aligns_on_nodes = True  # as the engines it stands in for: the tables do not depend on the alignment
 
     def __init__(self) -> None:
         self.parties: dict[str, Path] = {}
