@@ -140,6 +140,10 @@ PROBES: dict[str, tuple[str, Any] | tuple[str, Any, dict]] = {
         "test:tests/federation/test_vertical_ray.py::test_ray_backend_gives_the_in_process_result",
         None,
     ),
+    "federation.ray_address": (
+        "test:tests/deploy/test_ray_cluster.py::test_the_driver_passes_the_cluster_address_to_flowers_simulation",
+        None,
+    ),
     "federation.vertical.batch_size": ("run:centralized", 64),
     "federation.vertical.full_batch": ("run:centralized", True),
     "federation.vertical.embedding_dim": ("run:centralized", 2, {"model": {"kind": "mlp"}}),
