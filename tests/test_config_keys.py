@@ -132,7 +132,7 @@ PROBES: dict[str, tuple[str, Any] | tuple[str, Any, dict]] = {
     "training.batch_size": ("run:siloed", 64),
     "training.lr": ("run:siloed", 0.1),
     "training.weight_decay": ("run:siloed", 0.1),
-    "training.patience": ("run:siloed", 1, {"training": {"epochs": 8, "min_delta": 0.01}}),
+    "training.patience": ("run:siloed", 1, {"training": {"epochs": 10, "lr": 0.5, "min_delta": 0.01}}),
     "training.min_delta": ("run:siloed", 0.05, {"training": {"epochs": 8, "patience": 2}}),
     "training.num_threads": ("test:tests/test_config_keys.py::test_num_threads_reaches_torch", None),
     # vertical federation
@@ -369,8 +369,12 @@ def _run_digest(cfg: ExperimentConfig, method: str, tmp_path: Path) -> str:
     from fedrisk.methods.registry import run_method
 
     outcome = run_method(method, cfg, build_setting(cfg, 0), 0, tmp_path)
+    # what the run did: its scores, how long it trained, what it sent, what privacy it spent
     return _digest(
-        outcome.cost.get("epsilon"), *[np.round(s.p, 6) for _, s in sorted(outcome.scores.items())]
+        outcome.cost.get("epsilon"),
+        outcome.cost.get("bytes_sent"),
+        len(outcome.history),
+        *[np.round(s.p, 6) for _, s in sorted(outcome.scores.items())],
     )
 
 
