@@ -29,6 +29,7 @@ from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
 from fedrisk.data.table import PartyTable
 from fedrisk.federation.backends import read_completion, run_federation
 from fedrisk.federation.horizontal_client import bank_files, build_client_app, set_weights
+from fedrisk.federation.horizontal_secagg import secagg_workflow
 from fedrisk.federation.horizontal_server import HISTORY_FILE, PREP_FILE, build_server_app, load_global_model
 from fedrisk.federation.nodes import write_party_table
 from fedrisk.federation.privacy import PrivacyBudget, budget_for
@@ -188,6 +189,8 @@ def run_horizontal(
         max_weight=max_weight,
         max_rows=max_rows,
     )
+    if hcfg.secagg.enabled:  # the ServerApp builds the same workflow; a bad one fails here, in one line
+        secagg_workflow(job, len(banks))
     out_dir = workdir / SERVER_DIR
     run_federation(
         build_server_app(),

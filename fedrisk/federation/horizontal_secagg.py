@@ -50,6 +50,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedrisk.config.horizontal import HorizontalJob
+from fedrisk.core.errors import FedriskError
 from fedrisk.protocol.horizontal import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, STATS_TASK, TASK_KEY, WEIGHT_KEY
 
 
@@ -185,28 +186,45 @@ def secagg_fit_round(
     return (*view.result, view.n_results)
 
 
+def secagg_workflow(job: HorizontalJob, n_banks: int, stats: bool = False) -> SecAggPlusWorkflow:
+    """Flower's ``SecAggPlusWorkflow`` with the section's settings.
+
+    ``stats``: the statistics round (moments in [0, 1], weights up to the largest bank's rows, as fine a
+    quantisation as the modulus allows); otherwise the section's clipping and quantisation ranges.
+
+    Raises
+    ------
+    FedriskError
+        ``modulus_range`` cannot hold the sum of ``n_banks`` quantised updates (it would wrap silently).
+    """
+    secagg = job.horizontal.secagg
+    quantization = (
+        stats_quantization_range(secagg.modulus_range, n_banks) if stats else secagg.quantization_range
+    )
+    if (n_banks + 1) * quantization > secagg.modulus_range:
+        raise FedriskError(
+            "federation.horizontal.secagg.modulus_range",
+            f"{secagg.modulus_range} cannot hold the sum of {n_banks} updates quantised to {quantization} levels",
+            f"use a power of two above {(n_banks + 1) * quantization} (or fewer quantization levels)",
+        )
+    return SecAggPlusWorkflow(
+        num_shares=secagg.num_shares,
+        reconstruction_threshold=secagg.reconstruction_threshold,
+        max_weight=float(job.max_rows) if stats else job.max_weight,
+        clipping_range=1.0 if stats else secagg.clipping_range,
+        quantization_range=quantization,
+        modulus_range=secagg.modulus_range,
+        timeout=secagg.timeout,
+    )
+
+
 def secagg_fit(
     grid: Grid, context: Context, job: HorizontalJob, n_banks: int, stats: bool = False
 ) -> Callable[
     [Strategy, int, ArrayRecord, ConfigRecord], tuple[ArrayRecord | None, MetricRecord | None, int]
 ]:
-    """The ServerApp's round function under SecAgg+ (`fedrisk.federation.horizontal_server.FitRound`).
-
-    ``stats``: the statistics round (moments in [0, 1], weights up to the largest bank's rows, as fine a
-    quantisation as the modulus allows); otherwise the section's clipping and quantisation ranges.
-    """
-    secagg = job.horizontal.secagg
-    workflow = SecAggPlusWorkflow(
-        num_shares=secagg.num_shares,
-        reconstruction_threshold=secagg.reconstruction_threshold,
-        max_weight=float(job.max_rows) if stats else job.max_weight,
-        clipping_range=1.0 if stats else secagg.clipping_range,
-        quantization_range=(
-            stats_quantization_range(secagg.modulus_range, n_banks) if stats else secagg.quantization_range
-        ),
-        modulus_range=secagg.modulus_range,
-        timeout=secagg.timeout,
-    )
+    """The ServerApp's round function under SecAgg+ (`fedrisk.federation.horizontal_server.FitRound`)."""
+    workflow = secagg_workflow(job, n_banks, stats)
 
     def fit(strategy: Strategy, rnd: int, arrays: ArrayRecord, config: ConfigRecord):
         return secagg_fit_round(grid, context, strategy, rnd, arrays, config, workflow)

@@ -190,3 +190,52 @@ def test_centralized_baseline_encodes_with_the_federations_max_categories(small)
 
     np.testing.assert_array_equal(scores(max_categories=20), scores())
     assert not np.allclose(scores(max_categories=2), scores(), atol=1e-4)
+
+
+def test_keep_and_fraction_evaluate_choose_the_model_and_who_reports(small, tmp_path):
+    banks, splits = small
+    train = TrainConfig(lr=0.2, batch_size=256, epochs=4, patience=0)  # lr 0.2: round 2 beats rounds 3-4
+
+    def run(name, **horizontal):
+        hcfg = HorizontalConfig(rounds=4, **horizontal)
+        return run_horizontal(banks, splits, "logistic", train, hcfg, "inprocess", tmp_path / name, seed=7)
+
+    best, last = run("best"), run("last", keep="last")
+    losses = [r["val_loss"] for r in best.history]
+    assert best.extra["kept_round"] == 1 + int(np.argmin(losses)) == 2 and last.extra["kept_round"] == 4
+    assert not np.allclose(_scores(best), _scores(last), atol=1e-4)
+    silent = run("silent", keep="last", fraction_evaluate=0.0)  # nobody evaluates: same training, no reports
+    assert all(r["val_loss"] is None for r in silent.history)
+    assert silent.bytes_sent < last.bytes_sent
+    np.testing.assert_allclose(_scores(silent), _scores(last), atol=1e-6)
+
+
+def test_secagg_settings_reach_flowers_workflow_and_a_modulus_that_wraps_is_refused():
+    """SecAgg+'s shares, threshold and ranges shape the protocol, not the (unmasked) sum a healthy run gets:
+    they are shown by reaching Flower's ``SecAggPlusWorkflow``, and a modulus too small for the sum fails."""
+    from fedrisk.config.horizontal import HorizontalJob
+    from fedrisk.federation.horizontal_secagg import secagg_workflow
+
+    secagg = {
+        "enabled": True,
+        "num_shares": 5,
+        "reconstruction_threshold": 3,
+        "clipping_range": 2.0,
+        "quantization_range": 2**10,
+        "modulus_range": 2**16,
+        "max_weight": 50.0,
+        "timeout": 30.0,
+    }
+    job = HorizontalJob(
+        horizontal=HorizontalConfig(secagg=secagg), train=TRAIN, max_weight=50.0, max_rows=900
+    )
+    flow = secagg_workflow(job, 6)
+    got = {k: getattr(flow, k) for k in secagg if k != "enabled"}
+    assert got == {k: v for k, v in secagg.items() if k != "enabled"}
+    stats = secagg_workflow(job, 6, stats=True)  # moments in [0, 1], weights up to the largest bank's rows
+    assert (stats.clipping_range, stats.max_weight, stats.quantization_range) == (1.0, 900.0, 2**13)
+    wrapping = job.model_copy(
+        update={"horizontal": HorizontalConfig(secagg={**secagg, "modulus_range": 2**12})}
+    )
+    with pytest.raises(FedriskError, match="federation.horizontal.secagg.modulus_range"):
+        secagg_workflow(wrapping, 6)
