@@ -100,7 +100,8 @@ def preflight(config: ExperimentConfig) -> None:
             )
     elif topology == "auto":  # a synthetic world: one bank -> vertical, several -> horizontal
         topology = "horizontal" if config.world.n_banks > 1 else "vertical"
-    if topology == "horizontal":  # rounds within training.epochs; patience needs federated evaluation
+    if topology == "horizontal" and config.model.kind != "gbdt":  # trees boost in their own rounds
+        # the federation's rounds within training.epochs; patience needs federated evaluation
         config.federation.horizontal.rounds_budget(config.training)
     if config.federation.horizontal.strategy_params:
         from fedrisk.federation.strategies import check_params

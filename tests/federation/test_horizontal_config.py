@@ -110,8 +110,10 @@ def test_patience_needs_federated_evaluation():
     assert cfg.rounds_budget(TrainConfig(patience=0)) == (20, 0)
 
 
-def test_vertical_runs_do_not_check_the_horizontal_budget():
+def test_vertical_and_tree_runs_do_not_check_the_horizontal_budget():
     preflight(validate({"topology": "vertical", "training": {"epochs": 5}}))  # rounds 20 > 5, not used
+    trees = {"topology": "horizontal", "world": {"n_banks": 3}, "model": {"kind": "gbdt"}}
+    preflight(validate({**trees, "training": {"epochs": 5}}))  # boosting rounds are the model's own
 
 
 def _err_with(data: dict) -> str:
