@@ -210,26 +210,51 @@ PROBES.update(
             {**HORIZONTAL, "federation": {"horizontal": {"strategy": "fedprox"}}},
         ),
         "federation.horizontal.rounds": ("hrun:federated", 1, HORIZONTAL),
-        "federation.horizontal.local_epochs": ("hrun:federated", 3, HORIZONTAL),
+        "federation.horizontal.local_epochs": (  # 2 rounds x 3 local epochs within training.epochs
+            "hrun:federated",
+            3,
+            {**HORIZONTAL, "training": {"epochs": 6}},
+        ),
         "federation.horizontal.fraction_fit": ("hrun:federated", 0.67, HORIZONTAL),
         "federation.horizontal.fraction_evaluate": (
-            "hrun:federated",
-            0.0,
-            {**HORIZONTAL, "federation": {"horizontal": {"keep": "last"}}},
+            "test:tests/federation/test_horizontal_federation.py::"
+            "test_keep_and_fraction_evaluate_choose_the_model_and_who_reports",
+            None,
         ),
         "federation.horizontal.max_categories": ("hrun:federated", 2, HORIZONTAL),
         "federation.horizontal.keep": (
-            "hrun:federated",
-            "last",
-            {**HORIZONTAL, "federation": {"horizontal": {"rounds": 4}}},
+            "test:tests/federation/test_horizontal_federation.py::"
+            "test_keep_and_fraction_evaluate_choose_the_model_and_who_reports",
+            None,
         ),
         "federation.horizontal.secagg.enabled": ("hrun:federated", True, HORIZONTAL),
-        "federation.horizontal.secagg.num_shares": ("hrun:federated", 3, SECAGG),
-        "federation.horizontal.secagg.reconstruction_threshold": ("hrun:federated", 3, SECAGG),
+        "federation.horizontal.secagg.num_shares": (
+            "test:tests/federation/test_horizontal_federation.py::"
+            "test_secagg_settings_reach_flowers_workflow_and_a_modulus_that_wraps_is_refused",
+            None,
+        ),
+        "federation.horizontal.secagg.reconstruction_threshold": (
+            "test:tests/federation/test_horizontal_federation.py::"
+            "test_secagg_settings_reach_flowers_workflow_and_a_modulus_that_wraps_is_refused",
+            None,
+        ),
         "federation.horizontal.secagg.clipping_range": ("hrun:federated", 0.5, SECAGG),
         "federation.horizontal.secagg.quantization_range": ("hrun:federated", 2**6, SECAGG),
-        "federation.horizontal.secagg.modulus_range": ("hrun:federated", 2**10, SECAGG),
-        "federation.horizontal.secagg.max_weight": ("hrun:federated", 10.0, SECAGG),
+        "federation.horizontal.secagg.modulus_range": (
+            "test:tests/federation/test_horizontal_federation.py::"
+            "test_secagg_settings_reach_flowers_workflow_and_a_modulus_that_wraps_is_refused",
+            None,
+        ),
+        "federation.horizontal.secagg.max_weight": (
+            "test:tests/federation/test_horizontal_federation.py::"
+            "test_secagg_settings_reach_flowers_workflow_and_a_modulus_that_wraps_is_refused",
+            None,
+        ),
+        "federation.horizontal.secagg.timeout": (
+            "test:tests/federation/test_horizontal_federation.py::"
+            "test_secagg_settings_reach_flowers_workflow_and_a_modulus_that_wraps_is_refused",
+            None,
+        ),
         "federation.horizontal.dp.mode": (
             "hrun:federated",
             "server-fixed",
@@ -239,7 +264,10 @@ PROBES.update(
         "federation.horizontal.dp.target_epsilon": (
             "hrun:federated",
             5.0,
-            {**HORIZONTAL, "federation": {"horizontal": {"dp": {"mode": "server-fixed"}}}},
+            {  # from "inf" (DP off) to 5
+                **HORIZONTAL,
+                "federation": {"horizontal": {"dp": {"mode": "server-fixed", "target_epsilon": "inf"}}},
+            },
         ),
         "federation.horizontal.dp.delta": ("hrun:federated", 1e-3, DP),
         "federation.horizontal.dp.clipping_norm": ("hrun:federated", 0.01, DP),
@@ -261,7 +289,6 @@ PROBES.update(
 # Audits are shown by their own tests (each trains several federations): the key's name must appear there.
 PREFIX_TESTS = {"audit.": "tests/audit"}
 UNPROBED = {
-    "federation.horizontal.secagg.timeout": "a wall-clock limit: changes nothing on a healthy run",
     "audit.membership.target_fpr": "reported rates follow it; no dedicated test yet",
     "audit.membership.dp.delta": "the reported epsilon follows it; no dedicated test yet",
     "audit.label_leakage.max_train_rows": "caps the audited run; no dedicated test yet",

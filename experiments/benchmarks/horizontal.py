@@ -103,7 +103,8 @@ def main() -> None:
     args = parser.parse_args()
 
     banks, splits = make_banks(args.banks, args.rows, args.seed)
-    cfg = TrainConfig(batch_size=args.batch_size, lr=0.01)
+    # every round runs (no early stopping), within the epochs the rounds need
+    cfg = TrainConfig(batch_size=args.batch_size, lr=0.01, epochs=args.rounds * args.local_epochs, patience=0)
     # no federated evaluation: the plain loop has none either; keep the last round's model
     hcfg = HorizontalConfig(
         rounds=args.rounds, local_epochs=args.local_epochs, fraction_evaluate=0.0, keep="last"

@@ -71,15 +71,14 @@ def strategy_config(
 ) -> HorizontalConfig:
     """The base section with ``name``'s strategy, in the clear (no SecAgg+/DP) and full participation.
 
-    Defaults tell each robust rule how many attackers to expect: Krum's ``num_malicious_clients``;
+    Defaults tell each robust rule how many attackers to expect: Krum's ``num_malicious_nodes``;
     MultiKrum keeps the ``n − f`` best-scored updates; FedTrimmedAvg cuts at least ``f`` from each end.
     """
     strategy, params = name, {}
     if name in ("krum", "multikrum", "bulyan"):
-        params["num_malicious_clients"] = n_poisoned
+        params["num_malicious_nodes"] = n_poisoned
     if name == "multikrum":
-        strategy = "krum"
-        params["num_clients_to_keep"] = max(1, n_banks - n_poisoned)
+        params["num_nodes_to_select"] = max(1, n_banks - n_poisoned)
     if name == "fedtrimmedavg":
         # Flower cuts int(beta * n) updates from each end: at least the attackers, at most just under half
         params["beta"] = min(0.49, max(0.2, (n_poisoned + 0.5) / n_banks))
@@ -146,11 +145,17 @@ def _run(
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
+    # Every audit run trains its full `rounds` (the audit's own key): no early stopping, which would
+    # react to the attack itself, so clean and attacked runs differ by the attack alone.
+    passes = hcfg.rounds * hcfg.local_epochs
+    training = config.training.model_copy(
+        update={"patience": 0, "epochs": max(config.training.epochs, passes)}
+    )
     return run_horizontal(
         banks,
         setting.splits,
         config.model.kind,
-        config.training,
+        training,
         hcfg,
         config.federation.backend,
         workdir,
@@ -258,8 +263,8 @@ def robustness_audit(
         "rounds": rounds,
         "keep": cfg.keep or base.keep,
         "max_ks_drop": cfg.max_ks_drop,
-        "note": "every strategy runs without SecAgg+/DP (robust rules need updates in the clear); "
-        "KS is the mean over the honest banks' test applicants",
+        "note": "every strategy runs without SecAgg+/DP (robust rules need updates in the clear) and for all "
+        "its rounds (no early stopping); KS is the mean over the honest banks' test applicants",
         "strategies": results,
         "robust_within_goal": robust,
         "fedavg_ks_loss": -results["fedavg"]["ks_gap"] if "ks_gap" in results.get("fedavg", {}) else None,

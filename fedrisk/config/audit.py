@@ -187,9 +187,6 @@ class MembershipConfig(BaseModel):
         return self
 
 
-ROBUST_NAMES = ("multikrum",)
-"""Strategy names the audit adds to the registry: ``multikrum`` = Flower's Krum with ``num_clients_to_keep``."""
-
 Attack = Literal["sign_flip", "scale", "label_flip"]
 
 
@@ -200,7 +197,7 @@ class RobustnessConfig(BaseModel):
     ----------
     enabled : bool, default=False
     strategies : list of str
-        Flower strategies to compare, by registry name, plus ``multikrum``.
+        Flower strategies to compare, by registry name (``federation.horizontal.strategy``).
     attack : {"sign_flip", "scale", "label_flip"}
     scale : float
         Update multiplier of ``sign_flip`` / ``scale``.
@@ -228,7 +225,7 @@ class RobustnessConfig(BaseModel):
     strategies: list[str] = Field(
         ["fedavg", "fedmedian", "fedtrimmedavg", "krum", "multikrum"],
         min_length=1,
-        description="Flower strategies to compare clean vs attacked (registry names, plus 'multikrum').",
+        description="Flower strategies to compare clean vs attacked (registry names).",
     )
     attack: Attack = Field(
         "sign_flip", description="sign_flip | scale (update poisoning) | label_flip (data)."
@@ -261,11 +258,9 @@ class RobustnessConfig(BaseModel):
     @classmethod
     def _known(cls, names: list[str]) -> list[str]:
         names = [n.lower() for n in names]
-        unknown = [n for n in names if n not in STRATEGY_NAMES and n not in ROBUST_NAMES]
+        unknown = [n for n in names if n not in STRATEGY_NAMES]
         if unknown:
-            raise ValueError(
-                f"unknown strategies {unknown}; use {', '.join([*STRATEGY_NAMES, *ROBUST_NAMES])}"
-            )
+            raise ValueError(f"unknown strategies {unknown}; use {', '.join(STRATEGY_NAMES)}")
         if len(set(names)) != len(names):
             raise ValueError("strategies must be distinct")
         return names

@@ -1,9 +1,9 @@
 """The `[federation.horizontal]` section: how several banks train one model with Flower.
 
 Validated once at the edge; the driver, the ServerApp and the ClientApps take this object (the apps get
-it as JSON in Flower's run config, whose values must be scalars). Strategies are Flower's own legacy
-strategies, chosen by name; their parameters are checked against the strategy's signature here, so a
-typo fails before any federation starts.
+it as JSON in Flower's run config, whose values must be scalars). Strategies are Flower's Message-API
+strategies (``flwr.serverapp.strategy``), chosen by name; their parameters are checked against the
+strategy's signature before any federation starts (`fedrisk.federation.strategies.check_params`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,14 @@ STRATEGY_NAMES = (
     "fedmedian",
     "fedtrimmedavg",
     "krum",
+    "multikrum",
     "bulyan",
 )
 """Flower strategies by the name a config uses (the classes are looked up in `fedrisk.federation.strategies`)."""
+
+LEGACY_PARAMS = {"num_malicious_clients": "num_malicious_nodes", "num_clients_to_keep": "num_nodes_to_select"}
+"""Parameter names of Flower's legacy strategies that configs written before the Message API may still use:
+renamed on load (legacy Krum with ``num_clients_to_keep`` was MultiKrum, and becomes ``multikrum``)."""
 
 MEAN_BASED = frozenset({"fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad"})
 """Strategies whose aggregate is a (weighted) mean of client models, possibly followed by a server optimiser.
@@ -43,8 +48,9 @@ Only those compose with SecAgg+ (which reveals nothing but the sum) and with the
 calibrated to the sensitivity of a mean)."""
 
 MIN_CLIENTS = {
-    "krum": lambda p: 2 * p.get("num_malicious_clients", 0) + 3,
-    "bulyan": lambda p: 4 * p.get("num_malicious_clients", 0) + 3,
+    "krum": lambda p: 2 * p.get("num_malicious_nodes", 0) + 3,
+    "multikrum": lambda p: 2 * p.get("num_malicious_nodes", 0) + 3,
+    "bulyan": lambda p: 4 * p.get("num_malicious_nodes", 0) + 3,
 }
 """Fewest clients a robust rule needs, from its parameters (checked when the run starts)."""
 
@@ -221,7 +227,9 @@ class HorizontalConfig(BaseModel):
         Keyword arguments of that strategy (e.g. ``proximal_mu`` for FedProx, ``eta`` for FedAdam),
         checked against Flower's signature.
     rounds : int, default=20
-        Federated rounds.
+        Federated rounds at most; ``rounds * local_epochs`` may not exceed ``training.epochs`` (the
+        baselines' cap on passes over the training rows holds for every bank), and ``training.patience``
+        stops the federation early (see `rounds_budget`).
     local_epochs : int, default=1
         Passes over its own training rows each bank makes per round.
     fraction_fit, fraction_evaluate : float
@@ -256,6 +264,18 @@ class HorizontalConfig(BaseModel):
     secagg: SecAggConfig = Field(default_factory=SecAggConfig)
     dp: DPConfig = Field(default_factory=DPConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, data: Any) -> Any:
+        """Rename legacy Flower parameter names (`LEGACY_PARAMS`); legacy Krum keeping k becomes MultiKrum."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("strategy_params"), Mapping):
+            return data
+        params = {LEGACY_PARAMS.get(k, k): v for k, v in data["strategy_params"].items()}
+        data = {**data, "strategy_params": params}
+        if str(data.get("strategy", "")).lower() == "krum" and params.get("num_nodes_to_select"):
+            data["strategy"] = "multikrum"
+        return data
+
     @field_validator("strategy", mode="before")
     @classmethod
     def _known_strategy(cls, value: Any) -> Any:
@@ -272,11 +292,44 @@ class HorizontalConfig(BaseModel):
                 f"does not calibrate for; use a mean-based strategy "
                 f"({', '.join(n for n in STRATEGY_NAMES if n in MEAN_BASED)})"
             )
+        if self.secagg.enabled and self.dp.active and self.dp.mode.startswith("server-"):
+            raise ValueError(
+                f"dp.mode = '{self.dp.mode}' clips each bank's update on the server, which SecAgg+ hides "
+                "(the server sees only the sum); use 'client-fixed' or 'client-adaptive' with SecAgg+"
+            )
         if self.keep == "best" and self.fraction_evaluate == 0:
             raise ValueError(
                 "keep = 'best' needs federated evaluation; set fraction_evaluate > 0 or keep = 'last'"
             )
         return self
+
+    def rounds_budget(self, train: TrainConfig) -> tuple[int, int]:
+        """``(rounds, patience in rounds)`` under ``training.epochs`` and ``training.patience``.
+
+        A bank passes ``local_epochs`` times over its rows per round, so the federation may not run more
+        than ``training.epochs`` passes (the siloed and pooled models' cap), and stops once
+        ``training.patience`` passes brought no federated validation-loss improvement (``min_delta``),
+        i.e. after ``ceil(patience / local_epochs)`` such rounds (0 = never stops early).
+
+        Raises
+        ------
+        FedriskError
+            More rounds than the epochs allow, or early stopping without federated evaluation.
+        """
+        if self.rounds * self.local_epochs > train.epochs:
+            raise FedriskError(
+                "federation.horizontal.rounds",
+                f"{self.rounds} rounds x {self.local_epochs} local epochs = {self.rounds * self.local_epochs} "
+                f"passes over each bank's rows, more than training.epochs = {train.epochs}",
+                f"raise training.epochs to {self.rounds * self.local_epochs} or lower rounds / local_epochs",
+            )
+        if train.patience and self.fraction_evaluate == 0:
+            raise FedriskError(
+                "training.patience",
+                "early stopping needs the banks' federated validation loss, but fraction_evaluate = 0",
+                "set training.patience = 0 or federation.horizontal.fraction_evaluate > 0",
+            )
+        return self.rounds, -(-train.patience // self.local_epochs)
 
     def min_clients(self) -> int:
         """Fewest banks the chosen strategy (and SecAgg+) can run with."""

@@ -3,8 +3,9 @@
 Why a mod: a poisoned bank runs the same ClientApp as everyone else and corrupts only what leaves it, which
 is exactly what a Flower mod sees (``(msg, ctxt, call_next) -> msg``). The mod is selected per bank by its
 own list of party names, so one ClientApp object serves honest and malicious nodes alike (as under Flower's
-engines, where every node runs the same app). It acts on the training phase only: the preprocessing
-statistics round (``task = "stats"``) and evaluation pass through untouched.
+engines, where every node runs the same app). It sits on the ``train`` handler only
+(`fedrisk.federation.horizontal_client.build_client_app`): the preprocessing statistics round
+(``train.stats``) and evaluation never reach it.
 
 Attacks on the update ``Δ = w_local − w_global`` (Blanchard et al. 2017; Fang et al. 2020):
 
@@ -25,15 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import flwr.compat.common.recorddict_compat as compat
 import numpy as np
-from flwr.app import Context, Message
+from flwr.app import Array, ArrayRecord, Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common import MessageType, ndarrays_to_parameters, parameters_to_ndarrays
 
 from fedrisk.data.table import PartyTable
-from fedrisk.federation.horizontal_client import STATS_TASK, TASK_KEY
 from fedrisk.federation.nodes import resolve_party
+from fedrisk.protocol.horizontal import ARRAYS_KEY, CONFIG_KEY, ROUND_KEY
 
 UpdateAttack = Literal["sign_flip", "scale"]
 
@@ -82,19 +81,15 @@ class UpdatePoisoningMod:
             return call_next(msg, ctxt)
         if resolve_party(ctxt).name not in self.banks:
             return call_next(msg, ctxt)
-        fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-        if fit_ins.config.get(TASK_KEY) == STATS_TASK:
-            return call_next(msg, ctxt)
-        global_weights = parameters_to_ndarrays(fit_ins.parameters)
+        global_weights = msg.content[ARRAYS_KEY].to_numpy_ndarrays()
         out = call_next(msg, ctxt)
         if out.has_error():
             return out
-        fit_res = compat.recorddict_to_fitres(out.content, keep_input=True)
-        local = parameters_to_ndarrays(fit_res.parameters)
-        fit_res.parameters = ndarrays_to_parameters(
-            poison_update(global_weights, local, self.attack, self.scale)
+        local = out.content[ARRAYS_KEY]
+        poisoned = poison_update(global_weights, local.to_numpy_ndarrays(), self.attack, self.scale)
+        out.content[ARRAYS_KEY] = ArrayRecord(
+            {k: Array(np.asarray(w)) for k, w in zip(local.keys(), poisoned, strict=True)}
         )
-        out.content = compat.fitres_to_recorddict(fit_res, keep_input=True)
         return out
 
 
@@ -125,16 +120,16 @@ class ParticipationLogMod:
     """A Flower client mod: a bank appends the number of every training round it fits to a file.
 
     The file (`PARTICIPATION_FILE`) lives in the bank's own data directory, so it works under every
-    engine that shares the filesystem (in-process, Ray). Under SecAgg+ place it inside ``secaggplus_mod``:
-    it then sees the one message per round that carries the model (``fitins.config["round"]``).
+    engine that shares the filesystem (in-process, Ray). Under SecAgg+ it runs inside ``secaggplus_mod``
+    (`fedrisk.federation.horizontal_secagg`), so it sees the one message per round that carries the model.
     """
 
     def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         if msg.metadata.message_type == MessageType.TRAIN and msg.has_content():
-            config = compat.recorddict_to_fitins(msg.content, keep_input=True).config
-            if config.get(TASK_KEY) != STATS_TASK and "round" in config:
+            config = msg.content.config_records.get(CONFIG_KEY)
+            if config is not None and ROUND_KEY in config:
                 with (_node_dir(ctxt) / PARTICIPATION_FILE).open("a", encoding="utf-8") as fh:
-                    fh.write(f"{int(config['round'])}\n")
+                    fh.write(f"{int(config[ROUND_KEY])}\n")
         return call_next(msg, ctxt)
 
 

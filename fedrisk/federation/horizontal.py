@@ -29,9 +29,11 @@ from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
 from fedrisk.data.table import PartyTable
 from fedrisk.federation.backends import read_completion, run_federation
 from fedrisk.federation.horizontal_client import bank_files, build_client_app, set_weights
+from fedrisk.federation.horizontal_secagg import secagg_workflow
 from fedrisk.federation.horizontal_server import HISTORY_FILE, PREP_FILE, build_server_app, load_global_model
 from fedrisk.federation.nodes import write_party_table
 from fedrisk.federation.privacy import PrivacyBudget, budget_for
+from fedrisk.federation.strategies import sample_sizes
 from fedrisk.models.nets import make_model
 from fedrisk.models.training import predict_proba
 from fedrisk.protocol.federated_stats import FederatedPreprocessor, federated_preprocessor
@@ -50,8 +52,9 @@ class HorizontalOutcome(MethodOutcome):
         ``"<bank>/<split>"`` -> `ScoredSet` of the global model on that bank's held-out applicants
         (every split except ``train`` and ``val``).
     history : list of dict
-        Per round: ``round``, ``train_loss`` (None under DP), ``val_loss``, ``val_ks`` (row-weighted mean
-        over banks), ``bytes_cumulative``, ``seconds``.
+        Per round run: ``round``, ``clients``, ``train_loss`` (None under DP), ``val_loss``, ``val_ks``
+        (row-weighted means over banks), ``bytes_cumulative``, ``seconds``. ``extra`` says which round's
+        model was kept, how many rounds ran and why the run stopped (``rounds`` or ``patience``).
     epsilon, delta : float or None
         The (ε, δ) the accountant reports for the run; None without DP.
     bytes_sent : int
@@ -112,7 +115,7 @@ def shared_preprocessor(
 
 def resolve_budget(hcfg: HorizontalConfig, n_banks: int) -> PrivacyBudget:
     """Noise multiplier and ε for the run (sampling rate = banks sampled per round / banks)."""
-    n_fit = max(1, int(round(hcfg.fraction_fit * n_banks)))
+    n_fit = sample_sizes(hcfg, n_banks)[0]
     dp = hcfg.dp
     return budget_for(
         dp.mode if dp.active else "none",
@@ -150,8 +153,9 @@ def run_horizontal(
     model_kind, hidden, dropout
         The model family (`fedrisk.models.make_model`).
     train_cfg : TrainConfig
-        ``batch_size``, ``lr``, ``weight_decay``, ``num_threads`` are used per local step; the number
-        of rounds and local epochs come from ``hcfg``.
+        ``batch_size``, ``lr``, ``weight_decay``, ``num_threads`` are used per local step; ``epochs``
+        caps ``rounds * local_epochs`` and ``patience``/``min_delta`` stop the rounds early on the
+        federated validation loss (`HorizontalConfig.rounds_budget`).
     hcfg : HorizontalConfig
     backend : {"inprocess", "ray"}
     workdir : Path
@@ -163,6 +167,7 @@ def run_horizontal(
     """
     started = time.perf_counter()
     _check_banks(banks, splits)
+    hcfg.rounds_budget(train_cfg)  # bad rounds/epochs/patience fail here, before any table is written
     workdir = Path(workdir)
     party_dirs: dict[str, Path] = {}
     for name, bank in banks.items():
@@ -184,6 +189,8 @@ def run_horizontal(
         max_weight=max_weight,
         max_rows=max_rows,
     )
+    if hcfg.secagg.enabled:  # the ServerApp builds the same workflow; a bad one fails here, in one line
+        secagg_workflow(job, len(banks))
     out_dir = workdir / SERVER_DIR
     run_federation(
         build_server_app(),
@@ -227,6 +234,8 @@ def run_horizontal(
         },
         extra={
             "kept_round": history["kept_round"],
+            "rounds_run": len(history["rounds"]),
+            "stopped": history["stopped"],
             "stats_bytes": history["stats_bytes"],
             "backend": backend,
         },

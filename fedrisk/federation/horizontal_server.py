@@ -1,264 +1,155 @@
-"""The horizontal ServerApp: Flower's own strategies, SecAgg+ workflow and DP wrappers, set up by name.
+"""The horizontal ServerApp on Flower's Message API: Flower's strategies, DP wrappers and SecAgg+ set up by name.
 
 The run has three phases, all through the (recorded) grid:
 
-1. schema query (legacy ``get_properties``) and merge -- `fedrisk.protocol.federated_stats`;
-2. one statistics round: Flower's FedAvg of the banks' moment vectors, under ``SecAggPlusWorkflow``
-   when SecAgg+ is on, giving the shared `FederatedPreprocessor`, which is then sent to every bank once;
-3. training: ``DefaultWorkflow`` (SecAgg+ fit workflow if enabled) with the registry's strategy, wrapped
-   in Flower's DP wrapper for the configured mode.
+1. ``query.schema`` to every bank, merged by `fedrisk.protocol.federated_stats`;
+2. one statistics round (``train.stats``): the banks' moment vectors averaged by Flower's FedAvg
+   (row-weighted; summed under SecAgg+ when enabled), giving the shared `FederatedPreprocessor`, which
+   ``query.prep`` then gives every bank once;
+3. training: the registry's Message-API strategy (`fedrisk.federation.strategies.build_strategy`, wrapped
+   in Flower's DP wrapper for the configured mode), one ``train`` and one ``evaluate`` exchange per round.
 
-Aggregation, secure aggregation, clipping and noise are all Flower's; this module only assembles them
-and records what the runner needs (per-round history, the kept global model, the encoder) as files in
-``output-dir``: the driver reads nothing else.
+Aggregation, clipping, noise and secure aggregation are Flower's. The round loop is `run_rounds`, not
+Flower's ``Strategy.start``: that runs a fixed number of rounds and sends ``train`` in one exchange, while
+fedrisk stops early on the federated validation loss (``training.patience``), keeps every round's model
+(``keep = "best"``) and, under SecAgg+, runs each ``train`` as Flower's four-stage SecAgg+ workflow. The
+ServerApp records what the runner needs (per-round history, the kept global model, the encoder) as files
+in ``output-dir``: the driver reads nothing else.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import flwr.compat.common.recorddict_compat as compat
 import numpy as np
 import torch
-from flwr.app import Context, Message
-from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    GetPropertiesIns,
-    Parameters,
-    Scalar,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
-from flwr.common.constant import MessageTypeLegacy
-from flwr.server import LegacyContext, ServerConfig
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import (
-    DifferentialPrivacyClientSideAdaptiveClipping,
-    DifferentialPrivacyClientSideFixedClipping,
-    DifferentialPrivacyServerSideAdaptiveClipping,
-    DifferentialPrivacyServerSideFixedClipping,
-    FedAvg,
-    Strategy,
-)
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedrisk.config.horizontal import HorizontalJob
-from fedrisk.core.errors import FedriskError
 from fedrisk.core.progress import report
-from fedrisk.federation.channel import KIND_KEY, ClientFailure
-from fedrisk.federation.horizontal_client import (
+from fedrisk.federation.horizontal_secagg import secagg_fit
+from fedrisk.federation.strategies import build_strategy
+from fedrisk.models.nets import make_model
+from fedrisk.models.training import EarlyStopping
+from fedrisk.protocol.federated_stats import FederatedPreprocessor, merge_schemas, moments_length
+from fedrisk.protocol.horizontal import (
+    CONFIG_KEY,
+    MOMENTS_KEY,
+    PREP_ACTION,
     PREP_DIGEST_KEY,
     PREP_KEY,
-    PREP_TASK,
+    SCHEMA_ACTION,
     SCHEMA_KEY,
-    SCHEMA_TASK,
+    STATS_ACTION,
     STATS_TASK,
     TASK_KEY,
-    get_weights,
+    WEIGHT_KEY,
 )
-from fedrisk.federation.strategies import STRATEGY_CLASSES
-from fedrisk.models.nets import make_model
-from fedrisk.protocol.federated_stats import FederatedPreprocessor, merge_schemas, moments_length
 
 HISTORY_FILE = "horizontal_history.json"
 MODEL_FILE = "global_model.npz"
 ROUNDS_FILE = "round_models.npz"
 PREP_FILE = "preprocessor.json"
 
+FitRound = Callable[
+    [Strategy, int, ArrayRecord, ConfigRecord], tuple[ArrayRecord | None, MetricRecord | None, int]
+]
+"""``(strategy, round, global arrays, config) -> (aggregated arrays, train metrics, banks that trained)``."""
 
-def initial_weights(job: HorizontalJob, n_features: int) -> list[np.ndarray]:
+
+def initial_arrays(job: HorizontalJob, n_features: int) -> ArrayRecord:
     """The global model's starting point: the same seeded initialisation as the baselines' ``make_model``."""
     torch.manual_seed(job.seed)
-    return get_weights(make_model(job.model_kind, n_features, job.hidden, job.dropout))
+    return ArrayRecord(make_model(job.model_kind, n_features, job.hidden, job.dropout).state_dict())
 
 
-def weighted_mean(metrics: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
-    """Clients' metrics averaged by their example counts (Flower's metrics-aggregation hook)."""
-    totals: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    for n, m in metrics:
-        for key, value in m.items():
-            if isinstance(value, int | float):
-                totals[key] = totals.get(key, 0.0) + n * float(value)
-                weights[key] = weights.get(key, 0.0) + n
-    return {k: totals[k] / weights[k] for k in totals if weights[k] > 0}
+# --- exchanges -------------------------------------------------------------------------------------------
 
 
-def secagg_error_bound(
-    weights: Iterable[float], clipping_range: float, quantization_range: int, max_abs_param: float
-) -> float:
-    """Largest per-coordinate difference between SecAgg+'s and plain FedAvg's weighted mean.
-
-    Each client's weighted parameter is stochastically rounded to a grid of step ``2c/Q`` (error < one
-    step) and its weight ``w = n/max_weight`` to a grid of step ``1/Q`` (error <= half a step, scaling
-    a parameter of size <= ``max_abs_param``). Dividing the summed errors by the total weight gives
-    ``k (2c + max|p|) / (Q Σw)`` for ``k`` clients.
-    """
-    w = np.asarray(list(weights), dtype=np.float64)
-    return float(len(w) * (2.0 * clipping_range + max_abs_param) / (quantization_range * w.sum()))
-
-
-def stats_quantization_range(modulus_range: int, n_clients: int) -> int:
-    """Quantisation levels for the statistics round: as fine as the modulus allows without overflow.
-
-    Moments lie in [0, 1] (clipping range 1), and the sum of ``n`` quantised vectors (plus weights)
-    must stay below the modulus.
-    """
-    return 2 ** int(np.floor(np.log2(modulus_range / (n_clients + 1))))
+def _exchange(grid: Grid, messages: Iterable[Message], group: int) -> list[Message]:
+    """Send and wait for every reply (`RecordingGrid` raises on an error reply or a missing one)."""
+    messages = list(messages)
+    for msg in messages:
+        msg.metadata.group_id = str(group)  # the message log's round
+    replies = list(grid.send_and_receive(messages))
+    failed = [r for r in replies if r.has_error()]
+    if failed or len(replies) != len(messages):
+        reason = failed[0].error.reason if failed else "missing replies"
+        raise RuntimeError(f"{len(replies) - len(failed)} of {len(messages)} banks answered ({reason})")
+    return replies
 
 
-# --- strategies ------------------------------------------------------------------------------------------
+def _ask(grid: Grid, node_ids: list[int], message_type: str, config: dict) -> dict[int, ConfigRecord]:
+    messages = [
+        Message(RecordDict({CONFIG_KEY: ConfigRecord(config)}), dst_node_id=nid, message_type=message_type)
+        for nid in node_ids
+    ]
+    return {r.metadata.src_node_id: r.content[CONFIG_KEY] for r in _exchange(grid, messages, 0)}
 
 
-def build_strategy(
-    job: HorizontalJob,
-    n_banks: int,
-    initial: list[np.ndarray],
-    on_fit_config_fn: Callable[[int], dict[str, Scalar]],
-    on_evaluate_config_fn: Callable[[int], dict[str, Scalar]],
-) -> Strategy:
-    """The registry's Flower strategy with the config's parameters, wrapped for DP when asked."""
-    hcfg = job.horizontal
-    if n_banks < hcfg.min_clients():
-        raise FedriskError(
-            "federation.horizontal.strategy",
-            f"'{hcfg.strategy}' with these settings needs at least {hcfg.min_clients()} banks, got {n_banks}",
-            "use more banks or another strategy",
-        )
-    n_fit = max(1, int(round(hcfg.fraction_fit * n_banks)))
-    n_eval = max(1, int(round(hcfg.fraction_evaluate * n_banks))) if hcfg.fraction_evaluate > 0 else 0
-    if hcfg.secagg.enabled and n_fit < 3:
-        raise FedriskError(
-            "federation.horizontal.fraction_fit",
-            f"samples {n_fit} banks per round",
-            "SecAgg+ needs at least 3",
-        )
-    strategy = STRATEGY_CLASSES[hcfg.strategy](
-        fraction_fit=hcfg.fraction_fit,
-        fraction_evaluate=hcfg.fraction_evaluate,
-        min_fit_clients=n_fit,
-        min_evaluate_clients=max(n_eval, 1),
-        min_available_clients=n_banks,
-        on_fit_config_fn=on_fit_config_fn,
-        on_evaluate_config_fn=on_evaluate_config_fn,
-        accept_failures=False,
-        initial_parameters=ndarrays_to_parameters(initial),
-        fit_metrics_aggregation_fn=weighted_mean,
-        evaluate_metrics_aggregation_fn=weighted_mean,
-        **hcfg.strategy_params,
-    )
-    dp = hcfg.dp
-    if not dp.active:
-        return strategy
-    z = float(job.noise_multiplier or 0.0)
-    try:
-        if dp.mode == "server-fixed":
-            return DifferentialPrivacyServerSideFixedClipping(strategy, z, dp.clipping_norm, n_fit)
-        if dp.mode == "client-fixed":
-            return DifferentialPrivacyClientSideFixedClipping(strategy, z, dp.clipping_norm, n_fit)
-        adaptive = {
-            "initial_clipping_norm": dp.clipping_norm,
-            "target_clipped_quantile": dp.target_clipped_quantile,
-            "clip_norm_lr": dp.clip_norm_lr,
-            "clipped_count_stddev": dp.clipped_count_stddev,
-        }
-        if dp.mode == "server-adaptive":
-            return DifferentialPrivacyServerSideAdaptiveClipping(strategy, z, n_fit, **adaptive)
-        if dp.mode == "client-adaptive":
-            return DifferentialPrivacyClientSideAdaptiveClipping(strategy, z, n_fit, **adaptive)
-    except ValueError as exc:
-        raise FedriskError(
-            "federation.horizontal.dp",
-            f"Flower's {dp.mode} DP wrapper rejects these settings ({exc})",
-            "adjust clipped_count_stddev / noise_multiplier as the message says",
-        ) from None
-    return strategy  # "local": the noise is added by each bank's LocalDpMod
+def query_schemas(grid: Grid, node_ids: list[int]) -> dict[int, dict]:
+    """Phase 1: every bank's schema."""
+    replies = _ask(grid, node_ids, f"query.{SCHEMA_ACTION}", {})
+    return {node: json.loads(str(record[SCHEMA_KEY])) for node, record in replies.items()}
 
 
-class RoundRecorder(Strategy):
-    """Delegates everything to a Flower strategy; keeps each round's global model and metrics.
+def send_preprocessor(grid: Grid, node_ids: list[int], prep: FederatedPreprocessor) -> None:
+    """Give every bank the shared encoder once; training messages then name it by digest."""
+    replies = _ask(grid, node_ids, f"query.{PREP_ACTION}", {PREP_KEY: prep.to_json()})
+    wrong = [node for node, record in replies.items() if record.get(PREP_DIGEST_KEY) != prep.digest]
+    if wrong:
+        raise RuntimeError(f"nodes {wrong} did not store the shared encoder")
 
-    Hand-written because Flower's ``History`` keeps metrics but not the per-round parameters, which the
-    runner needs to keep the best round (and the SecAgg+ test needs to compare rounds).
-    """
 
-    def __init__(self, strategy: Strategy, grid: Grid, started: float) -> None:
-        super().__init__()
-        self.strategy = strategy
-        self.grid = grid
-        self.started = started
-        self.rounds: dict[int, dict] = {}
-        self.params: dict[int, list[np.ndarray]] = {}
+def plain_fit(grid: Grid) -> FitRound:
+    """A training round as Flower's ``Strategy.start`` runs it: configure, one exchange, aggregate."""
 
-    def __repr__(self) -> str:
-        return f"RoundRecorder({self.strategy!r})"
+    def fit(strategy: Strategy, rnd: int, arrays: ArrayRecord, config: ConfigRecord):
+        replies = _exchange(grid, strategy.configure_train(rnd, arrays, config, grid), rnd)
+        return (*strategy.aggregate_train(rnd, replies), len(replies))
 
-    def _row(self, server_round: int) -> dict:
-        return self.rounds.setdefault(server_round, {"round": server_round})
+    return fit
 
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return self.strategy.initialize_parameters(client_manager)
 
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        return self.strategy.configure_fit(server_round, parameters, client_manager)
+def run_stats_round(
+    grid: Grid, context: Context, job: HorizontalJob, schema: dict, node_ids: list[int]
+) -> np.ndarray:
+    """Phase 2: Flower's FedAvg (row-weighted) of the banks' moment vectors, under SecAgg+ if enabled."""
+    n = len(node_ids)
+    fedavg = FedAvg(fraction_train=1.0, min_train_nodes=n, min_available_nodes=n, weighted_by_key=WEIGHT_KEY)
+    config = ConfigRecord({TASK_KEY: STATS_TASK, SCHEMA_KEY: json.dumps(schema)})
+    if job.horizontal.secagg.enabled:  # every SecAgg+ message is a plain ``train``: the task names the step
+        zeros = ArrayRecord({MOMENTS_KEY: Array(np.zeros(moments_length(schema)))})
+        pooled, _, _ = secagg_fit(grid, context, job, n, stats=True)(fedavg, 0, zeros, config)
+    else:
+        messages = [
+            Message(RecordDict({CONFIG_KEY: config}), dst_node_id=nid, message_type=f"train.{STATS_ACTION}")
+            for nid in node_ids
+        ]
+        pooled, _ = fedavg.aggregate_train(0, _exchange(grid, messages, 0))
+    if pooled is None:
+        raise RuntimeError("the statistics round produced no aggregate")
+    return pooled.to_numpy_ndarrays()[0]
 
-    def aggregate_fit(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, FitRes]],
-        failures: list[tuple[ClientProxy, FitRes] | BaseException],
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        if failures:  # RecordingGrid raises first; this covers a grid that does not
-            raise RuntimeError(f"round {server_round}: {len(failures)} client(s) failed: {failures[0]!r}")
-        parameters, metrics = self.strategy.aggregate_fit(server_round, results, failures)
-        report("round", server_round)
-        row = self._row(server_round)
-        row["clients"] = len(results)
-        row["train_loss"] = metrics.get("train_loss")
-        if parameters is not None:
-            self.params[server_round] = parameters_to_ndarrays(parameters)
-        self._stamp(row)
-        return parameters, metrics
 
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return self.strategy.configure_evaluate(server_round, parameters, client_manager)
+# --- training rounds -------------------------------------------------------------------------------------
 
-    def aggregate_evaluate(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, EvaluateRes]],
-        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        if failures:
-            raise RuntimeError(f"round {server_round}: {len(failures)} evaluation(s) failed: {failures[0]!r}")
-        loss, metrics = self.strategy.aggregate_evaluate(server_round, results, failures)
-        row = self._row(server_round)
-        row["val_loss"] = loss
-        row.update({f"val_{k}": v for k, v in metrics.items()})
-        self._stamp(row)
-        return loss, metrics
 
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        return self.strategy.evaluate(server_round, parameters)
+@dataclass
+class RoundLog:
+    """Per-round metrics and global models of a training run."""
 
-    def _stamp(self, row: dict) -> None:
-        log = getattr(self.grid, "log", None)
-        row["bytes_cumulative"] = log.bytes_sent() if log is not None else None
-        row["seconds"] = time.perf_counter() - self.started
+    rounds: dict[int, dict] = field(default_factory=dict)
+    params: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    stopped: str = "rounds"
 
     def kept_round(self, keep: str) -> int:
         """The round whose model is kept: lowest federated validation loss, or the last."""
@@ -266,88 +157,51 @@ class RoundRecorder(Strategy):
             raise RuntimeError("no round produced a global model")
         if keep == "best":
             scored = [(r["val_loss"], n) for n, r in self.rounds.items() if r.get("val_loss") is not None]
-            scored = [(loss, n) for loss, n in scored if n in self.params and np.isfinite(loss)]
+            scored = [(loss, n) for loss, n in scored if n in self.params and math.isfinite(loss)]
             if scored:
                 return min(scored)[1]
         return max(self.params)
 
 
-# --- phases ----------------------------------------------------------------------------------------------
-
-
-def _raise_on_error(replies: list[Message], kind: str) -> None:
-    for reply in replies:
-        if reply.has_error():
-            node = reply.metadata.src_node_id
-            raise ClientFailure(f"node {node}", node, kind, reply.error.reason or "")
-
-
-def _query(grid: Grid, node_ids: list[int], config: dict[str, Scalar], kind: str) -> dict[int, dict]:
-    """Send Flower's legacy ``get_properties`` to every bank; their properties by node."""
-    ins = GetPropertiesIns({**config, KIND_KEY: kind})
-    messages = [
-        Message(
-            content=compat.getpropertiesins_to_recorddict(ins),
-            dst_node_id=node_id,
-            message_type=MessageTypeLegacy.GET_PROPERTIES,
-            group_id="0",
-        )
-        for node_id in node_ids
-    ]
-    replies = list(grid.send_and_receive(messages))
-    _raise_on_error(replies, kind)
-    if len(replies) != len(node_ids):
-        raise RuntimeError(f"{len(replies)} of {len(node_ids)} banks answered the {kind} query")
-    return {
-        r.metadata.src_node_id: compat.recorddict_to_getpropertiesres(r.content).properties for r in replies
-    }
-
-
-def query_schemas(grid: Grid, node_ids: list[int]) -> dict[int, dict]:
-    """Phase 1: every bank's schema."""
-    replies = _query(grid, node_ids, {TASK_KEY: SCHEMA_TASK}, "schema")
-    return {node: json.loads(str(props[SCHEMA_KEY])) for node, props in replies.items()}
-
-
-def send_preprocessor(grid: Grid, node_ids: list[int], prep: FederatedPreprocessor) -> None:
-    """Give every bank the shared encoder once; training messages then name it by digest."""
-    replies = _query(grid, node_ids, {TASK_KEY: PREP_TASK, PREP_KEY: prep.to_json()}, "prep")
-    wrong = [node for node, props in replies.items() if props.get(PREP_DIGEST_KEY) != prep.digest]
-    if wrong:
-        raise RuntimeError(f"nodes {wrong} did not store the shared encoder")
-
-
-def run_stats_round(
-    grid: Grid, context: Context, job: HorizontalJob, schema: dict, n_banks: int
-) -> np.ndarray:
-    """Phase 2: Flower's FedAvg (row-weighted) of the banks' moment vectors, under SecAgg+ if enabled."""
-    schema_json = json.dumps(schema)
-    strategy = FedAvg(
-        fraction_fit=1.0,
-        fraction_evaluate=0.0,
-        min_fit_clients=n_banks,
-        min_available_clients=n_banks,
-        accept_failures=False,
-        initial_parameters=ndarrays_to_parameters([np.zeros(moments_length(schema))]),
-        on_fit_config_fn=lambda _: {TASK_KEY: STATS_TASK, SCHEMA_KEY: schema_json, KIND_KEY: "stats"},
-        fit_metrics_aggregation_fn=weighted_mean,  # else Flower warns on every run (and breaks the progress bar)
-    )
-    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=1), strategy=strategy)
-    secagg = job.horizontal.secagg
-    fit_workflow = None
-    if secagg.enabled:
-        fit_workflow = SecAggPlusWorkflow(
-            num_shares=secagg.num_shares,
-            reconstruction_threshold=secagg.reconstruction_threshold,
-            max_weight=float(job.max_rows),
-            clipping_range=1.0,
-            quantization_range=stats_quantization_range(secagg.modulus_range, n_banks),
-            modulus_range=secagg.modulus_range,
-            timeout=secagg.timeout,
-        )
-    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
-    pooled = compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
-    return parameters_to_ndarrays(pooled)[0]
+def run_rounds(
+    grid: Grid,
+    strategy: Strategy,
+    arrays: ArrayRecord,
+    rounds: int,
+    config: dict,
+    fit: FitRound,
+    stopping: EarlyStopping | None = None,
+    started: float | None = None,
+) -> RoundLog:
+    """``rounds`` rounds of ``fit`` then federated evaluation, until ``stopping`` (the training routine's
+    early stopping, counted in rounds) sees no federated validation-loss improvement for long enough."""
+    started = time.perf_counter() if started is None else started
+    log = RoundLog()
+    for rnd in range(1, rounds + 1):
+        new, train_metrics, n_clients = fit(strategy, rnd, arrays, ConfigRecord(dict(config)))
+        if new is None:
+            raise RuntimeError(f"round {rnd}: {strategy!r} produced no model")
+        arrays = new
+        log.params[rnd] = arrays.to_numpy_ndarrays()
+        report("round", rnd, rounds)
+        row: dict = {
+            "round": rnd,
+            "clients": n_clients,
+            "train_loss": (train_metrics or {}).get("train_loss"),
+        }
+        evaluation = strategy.configure_evaluate(rnd, arrays, ConfigRecord(dict(config)), grid)
+        val = strategy.aggregate_evaluate(rnd, _exchange(grid, evaluation, rnd)) or {}
+        row["val_loss"] = val.get("loss")
+        row.update({f"val_{k}": v for k, v in val.items() if k != "loss"})
+        recording = getattr(grid, "log", None)
+        row["bytes_cumulative"] = recording.bytes_sent() if recording is not None else None
+        row["seconds"] = time.perf_counter() - started
+        log.rounds[rnd] = row
+        loss = row["val_loss"]
+        if stopping is not None and stopping.update(rnd, loss if loss is not None else math.inf)[1]:
+            log.stopped = "patience"
+            break
+    return log
 
 
 def run_training(
@@ -357,31 +211,20 @@ def run_training(
     prep: FederatedPreprocessor,
     n_banks: int,
     started: float,
-) -> RoundRecorder:
-    """Phase 3: ``DefaultWorkflow`` over the configured strategy (SecAgg+ fit workflow when enabled)."""
-    hcfg = job.horizontal
-    strategy = build_strategy(
-        job,
-        n_banks,
-        initial_weights(job, prep.n_features_out_),
-        on_fit_config_fn=lambda rnd: {PREP_DIGEST_KEY: prep.digest, "round": rnd},
-        on_evaluate_config_fn=lambda rnd: {PREP_DIGEST_KEY: prep.digest, "round": rnd},
+) -> RoundLog:
+    """Phase 3: the configured strategy for ``rounds`` (or until ``training.patience`` runs out)."""
+    rounds, patience = job.horizontal.rounds_budget(job.train)
+    fit = secagg_fit(grid, context, job, n_banks) if job.horizontal.secagg.enabled else plain_fit(grid)
+    return run_rounds(
+        grid,
+        build_strategy(job, n_banks),
+        initial_arrays(job, prep.n_features_out_),
+        rounds,
+        {PREP_DIGEST_KEY: prep.digest},
+        fit,
+        EarlyStopping(job.train.model_copy(update={"patience": patience})),
+        started,
     )
-    recorder = RoundRecorder(strategy, grid, started)
-    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=hcfg.rounds), strategy=recorder)
-    fit_workflow = None
-    if hcfg.secagg.enabled:
-        fit_workflow = SecAggPlusWorkflow(
-            num_shares=hcfg.secagg.num_shares,
-            reconstruction_threshold=hcfg.secagg.reconstruction_threshold,
-            max_weight=job.max_weight,
-            clipping_range=hcfg.secagg.clipping_range,
-            quantization_range=hcfg.secagg.quantization_range,
-            modulus_range=hcfg.secagg.modulus_range,
-            timeout=hcfg.secagg.timeout,
-        )
-    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
-    return recorder
 
 
 def build_server_app() -> ServerApp:
@@ -393,29 +236,30 @@ def build_server_app() -> ServerApp:
         started = time.perf_counter()
         job = HorizontalJob.from_run_config(context.run_config)
         out_dir = Path(str(context.run_config["output-dir"]))
-        # Flower samples clients with `random` and draws DP noise and SecAgg+ rounding with `np.random`.
+        # Flower samples nodes with `random` and draws DP noise and SecAgg+ rounding with `np.random`.
         random.seed(job.seed)
         np.random.seed(job.seed % 2**32)
         node_ids = sorted(grid.get_node_ids())
         schema = merge_schemas({str(k): v for k, v in query_schemas(grid, node_ids).items()})
-        pooled = run_stats_round(grid, context, job, schema, len(node_ids))
+        pooled = run_stats_round(grid, context, job, schema, node_ids)
         prep = FederatedPreprocessor.from_moments(pooled, schema, job.horizontal.max_categories)
         send_preprocessor(grid, node_ids, prep)
-        log = getattr(grid, "log", None)
-        stats_bytes = log.bytes_sent() if log is not None else None
+        recording = getattr(grid, "log", None)
+        stats_bytes = recording.bytes_sent() if recording is not None else None
         stats_seconds = time.perf_counter() - started
-        recorder = run_training(grid, context, job, prep, len(node_ids), started)
-        kept = recorder.kept_round(job.horizontal.keep)
+        log = run_training(grid, context, job, prep, len(node_ids), started)
+        kept = log.kept_round(job.horizontal.keep)
         out_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(out_dir / MODEL_FILE, *recorder.params[kept])
+        np.savez(out_dir / MODEL_FILE, *log.params[kept])
         np.savez(
             out_dir / ROUNDS_FILE,
-            **{f"r{r}_{i}": a for r, ps in recorder.params.items() for i, a in enumerate(ps)},
+            **{f"r{r}_{i}": a for r, ps in log.params.items() for i, a in enumerate(ps)},
         )
         (out_dir / PREP_FILE).write_text(prep.to_json())
         history = {
-            "rounds": [recorder.rounds[r] for r in sorted(recorder.rounds)],
+            "rounds": [log.rounds[r] for r in sorted(log.rounds)],
             "kept_round": kept,
+            "stopped": log.stopped,
             "stats_bytes": stats_bytes,
             "stats_seconds": stats_seconds,
             "pooled_moments": pooled.tolist(),

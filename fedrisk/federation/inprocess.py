@@ -7,8 +7,12 @@ simulation honest kept intact: every message is copied through Flower's protobuf
 the wire, each node keeps its own ``Context`` (so ``context.state`` persists across messages), and a
 ClientApp exception becomes an error reply exactly as Flower's engines make it.
 
-Flower ships no such Grid (its ``InMemoryGrid`` needs the simulation engine on the other side of a
-LinkState), so this one is hand-written; it reuses Flower's serde, ``Message``, ``Error`` and ``Run``.
+Flower 1.41 has no public API for this (checked against the installed package): its one in-process
+runner, ``flwr.simulation.run_simulation``, accepts only the Ray backend (``backend = "ray"`` is
+fedrisk's other transport, `fedrisk.federation.backends`), and its ``InMemoryGrid`` (``flwr.superlink.grid``,
+not exported) needs the simulation engine serving a LinkState on the other side. So this Grid is
+hand-written on Flower's public abstract ``flwr.serverapp.Grid``; it reuses Flower's serde, ``Message``,
+``Error`` and ``Run``.
 """
 
 from __future__ import annotations

@@ -125,8 +125,14 @@ def centralized_horizontal(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     seed: int,
+    max_categories: int = 20,
 ) -> MethodOutcome:
-    """Every bank's training rows pooled; the one model scored on each bank's own test applicants."""
+    """Every bank's training rows pooled; the one model scored on each bank's own test applicants.
+
+    Encoded with the federation's own encoder (``max_categories`` one-hot levels per column, as
+    ``federation.horizontal.max_categories`` gives the federated run), so pooled and federated differ
+    only in how they train.
+    """
     start = time.perf_counter()
 
     def rows_of(split: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -138,8 +144,7 @@ def centralized_horizontal(
 
     train_df, y_train = rows_of("train")
     val_df, y_val = rows_of("val")
-    # the encoder the federated run agrees on (pooled moments): pooled and federated differ only in training
-    prep = shared_preprocessor(banks, splits)
+    prep = shared_preprocessor(banks, splits, max_categories)
     X = {"train": prep.transform(train_df), "val": prep.transform(val_df)}
     model, history = _fit(X, {"train": y_train, "val": y_val}, model_cfg, train_cfg, seed)
     scores = {}

@@ -51,7 +51,12 @@ def run_method(
             )
             return twin.to_method_outcome("centralized", holder)
         return baselines.centralized_horizontal(
-            setting.parties, setting.splits, config.model, config.training, seed
+            setting.parties,
+            setting.splits,
+            config.model,
+            config.training,
+            seed,
+            max_categories=config.federation.horizontal.max_categories,
         )
     if method in baselines.REFERENCE_MODELS:
         return baselines.reference_model(method, setting.parties, setting.label_holders, setting.splits, seed)
@@ -81,6 +86,7 @@ def preflight(config: ExperimentConfig) -> None:
     """Checks that need more than the schema (tables, Flower's signatures), before any output exists."""
     from fedrisk.data.setting import build_parties, resolve_topology
 
+    topology = config.topology
     if config.data.source == "tables":  # workers re-read the tables; bad ones fail here, in one line
         topology, _ = resolve_topology(config, build_parties(config, config.seeds[0]))
         protection = config.federation.vertical.protection
@@ -92,6 +98,11 @@ def preflight(config: ExperimentConfig) -> None:
                 f"{protection!r} protects a vertical run's labels, but these tables make a horizontal run",
                 "use protection = 'none' (horizontal runs have federation.horizontal.dp and secagg)",
             )
+    elif topology == "auto":  # a synthetic world: one bank -> vertical, several -> horizontal
+        topology = "horizontal" if config.world.n_banks > 1 else "vertical"
+    if topology == "horizontal" and config.model.kind != "gbdt":  # trees boost in their own rounds
+        # the federation's rounds within training.epochs; patience needs federated evaluation
+        config.federation.horizontal.rounds_budget(config.training)
     if config.federation.horizontal.strategy_params:
         from fedrisk.federation.strategies import check_params
 

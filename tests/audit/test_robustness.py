@@ -8,19 +8,9 @@ FedMedian moves +0.0/-0.0/-0.3 points, MultiKrum -0.0/-0.8/-0.1, FedTrimmedAvg -
 
 from __future__ import annotations
 
-import flwr.compat.common.recorddict_compat as compat
 import numpy as np
 import pytest
-from flwr.app import Context, Message, RecordDict
-from flwr.common import (
-    Code,
-    FitIns,
-    FitRes,
-    MessageType,
-    Status,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 
 import fedrisk  # noqa: F401 - Flower's environment before flwr runs
 from fedrisk.audit.robustness import (
@@ -90,9 +80,13 @@ def task_identity(monkeypatch):
         monkeypatch.setattr(TaskIdentity, attr, value)
 
 
-def _train_message(params, config) -> Message:
-    content = compat.fitins_to_recorddict(FitIns(ndarrays_to_parameters(params), config), keep_input=True)
-    return Message(content, dst_node_id=1001, message_type=MessageType.TRAIN, group_id="1")
+def _arrays(params) -> ArrayRecord:
+    return ArrayRecord({str(i): Array(np.asarray(p)) for i, p in enumerate(params)})
+
+
+def _train_message(params, config, message_type=MessageType.TRAIN) -> Message:
+    content = RecordDict({"arrays": _arrays(params), "config": ConfigRecord(config)})
+    return Message(content, dst_node_id=1001, message_type=message_type, group_id="1")
 
 
 def _context(party: str) -> Context:
@@ -101,26 +95,26 @@ def _context(party: str) -> Context:
 
 def _reply_with(params):
     def call_next(msg: Message, ctxt: Context) -> Message:
-        res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(params), 10, {})
-        return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
+        content = RecordDict({"arrays": _arrays(params), "metrics": MetricRecord({"num-examples": 10})})
+        return Message(content, reply_to=msg)
 
     return call_next
 
 
 def _sent(out: Message) -> np.ndarray:
-    return parameters_to_ndarrays(compat.recorddict_to_fitres(out.content, keep_input=False).parameters)[0]
+    return out.content["arrays"].to_numpy_ndarrays()[0]
 
 
 def test_mod_poisons_only_the_named_bank_and_only_training(task_identity):
     mod = UpdatePoisoningMod(frozenset({"bank_2"}), "sign_flip", 1.0)
     g, w = [np.array([1.0, 1.0])], [np.array([2.0, 0.0])]
     np.testing.assert_allclose(
-        _sent(mod(_train_message(g, {"round": 1}), _context("bank_2"), _reply_with(w))), [0.0, 2.0]
+        _sent(mod(_train_message(g, {"server-round": 1}), _context("bank_2"), _reply_with(w))), [0.0, 2.0]
     )
     np.testing.assert_allclose(
-        _sent(mod(_train_message(g, {"round": 1}), _context("bank_1"), _reply_with(w))), [2.0, 0.0]
+        _sent(mod(_train_message(g, {"server-round": 1}), _context("bank_1"), _reply_with(w))), [2.0, 0.0]
     )
-    stats = _train_message(g, {"task": "stats"})  # the preprocessing moments are left alone
+    stats = _train_message(g, {}, message_type="train.stats")  # the preprocessing moments are left alone
     np.testing.assert_allclose(_sent(mod(stats, _context("bank_2"), _reply_with(w))), [2.0, 0.0])
 
 
@@ -148,7 +142,7 @@ def test_config_rejects_unknown_strategies_and_keys():
     with pytest.raises(ValueError, match="Extra inputs"):
         RobustnessConfig.model_validate({"enabled": True, "poisoned": 1})
     with pytest.raises(ValueError, match="not listed"):
-        RobustnessConfig(strategies=["fedavg"], strategy_params={"krum": {"num_clients_to_keep": 2}})
+        RobustnessConfig(strategies=["fedavg"], strategy_params={"krum": {"num_malicious_nodes": 2}})
 
 
 def test_half_the_banks_poisoned_is_refused(world, tmp_path):
@@ -194,7 +188,9 @@ def test_a_robust_strategy_stays_within_two_points_of_clean(audit):
 def test_result_is_json_serialisable(audit):
     import json
 
-    assert json.loads(json.dumps(audit))["strategies"]["multikrum"]["strategy"] == "krum"
+    multikrum = json.loads(json.dumps(audit))["strategies"]["multikrum"]
+    assert multikrum["strategy"] == "multikrum"  # Flower's own MultiKrum, keeping n - f updates
+    assert multikrum["params"] == {"num_malicious_nodes": 1, "num_nodes_to_select": 4}
 
 
 def test_dropout_run_continues_and_reports_what_it_lost(world, audit):

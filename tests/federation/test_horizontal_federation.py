@@ -1,4 +1,4 @@
-"""Horizontal federation end to end (in-process): statistics, SecAgg+, DP, failures."""
+"""Horizontal federation end to end (in-process, Flower Message API): statistics, SecAgg+, DP, failures."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import pytest
 import fedrisk  # noqa: F401
 from fedrisk.config.horizontal import HorizontalConfig
 from fedrisk.config.model import TrainConfig
+from fedrisk.core.errors import FedriskError
 from fedrisk.data.splits import split_applicants
 from fedrisk.data.synthetic import WorldConfig, generate_world
+from fedrisk.federation import horizontal_client
 from fedrisk.federation.channel import ClientFailure
 from fedrisk.federation.horizontal import run_horizontal, shared_preprocessor
-from fedrisk.federation.horizontal_client import BankClient
-from fedrisk.federation.horizontal_server import load_round_models, secagg_error_bound
+from fedrisk.federation.horizontal_secagg import secagg_error_bound
+from fedrisk.federation.horizontal_server import load_round_models
 from fedrisk.federation.privacy import epsilon
 
 TRAIN = TrainConfig(lr=0.01, batch_size=256)
@@ -121,14 +123,14 @@ def test_dp_runs_report_the_accountants_epsilon(small, plain, tmp_path, dp):
 
 
 def test_a_failing_client_fails_the_run_with_its_error(small, tmp_path, monkeypatch):
-    original = BankClient.fit
+    original = horizontal_client.local_train
 
-    def flaky(self, parameters, config):
-        if self.name == "bank_2" and config.get("round") == 2:
+    def flaky(model, rows, job, config, bank):
+        if bank == "bank_2" and config["server-round"] == 2:
             raise ValueError("disk full at bank_2")
-        return original(self, parameters, config)
+        return original(model, rows, job, config, bank)
 
-    monkeypatch.setattr(BankClient, "fit", flaky)
+    monkeypatch.setattr(horizontal_client, "local_train", flaky)
     with pytest.raises(ClientFailure) as info:
         _run(small, tmp_path, "flaky")
     assert info.value.party == "bank_2"
@@ -140,3 +142,100 @@ def test_ray_backend_runs_the_same_apps(small, plain, tmp_path):
     on_ray = _run(small, tmp_path, "ray", backend="ray")
     # same apps, same seeds: only the order of floating-point sums may differ
     np.testing.assert_allclose(_scores(on_ray), _scores(plain), atol=1e-5)
+
+
+def test_patience_stops_the_rounds_and_epochs_cap_them(small, tmp_path):
+    banks, splits = small
+    # min_delta larger than any loss: only round 1 "improves", so patience (3 epochs = 2 rounds of 2) stops
+    # the run after round 3 of 5
+    train = TrainConfig(lr=0.01, batch_size=256, epochs=10, patience=3, min_delta=10.0)
+    hcfg = HorizontalConfig(rounds=5, local_epochs=2)
+    out = run_horizontal(banks, splits, "logistic", train, hcfg, "inprocess", tmp_path / "p", seed=7)
+    assert [r["round"] for r in out.history] == [1, 2, 3]
+    assert out.extra["stopped"] == "patience" and out.extra["rounds_run"] == 3
+    assert out.extra["kept_round"] == min(out.history, key=lambda r: r["val_loss"])["round"]
+    with pytest.raises(FedriskError, match="training.epochs"):
+        run_horizontal(banks, splits, "logistic", train, hcfg.model_copy(update={"rounds": 6}), "inprocess", tmp_path / "q", seed=7)  # fmt: skip
+
+
+def test_flower_warns_about_nothing(small, tmp_path):
+    """Message-API strategies get fedrisk's metric aggregation: no warnings in a plain or a DP run."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    flwr_logger = logging.getLogger("flwr")
+    flwr_logger.addHandler(handler)
+    try:
+        _run(small, tmp_path, "quiet", dp={"mode": "client-fixed", "noise_multiplier": 0.5})
+    finally:
+        flwr_logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
+
+
+def test_centralized_baseline_encodes_with_the_federations_max_categories(small):
+    from fedrisk.methods.baselines import centralized_horizontal
+    from fedrisk.models import ModelConfig
+
+    banks, splits = small
+    assert (
+        shared_preprocessor(banks, splits, 2).n_features_out_
+        < shared_preprocessor(banks, splits, 20).n_features_out_
+    )
+    train = TrainConfig(lr=0.01, batch_size=256, epochs=2)
+
+    def scores(**kw):
+        return _scores(centralized_horizontal(banks, splits, ModelConfig(), train, 0, **kw))
+
+    np.testing.assert_array_equal(scores(max_categories=20), scores())
+    assert not np.allclose(scores(max_categories=2), scores(), atol=1e-4)
+
+
+def test_keep_and_fraction_evaluate_choose_the_model_and_who_reports(small, tmp_path):
+    banks, splits = small
+    train = TrainConfig(lr=0.2, batch_size=256, epochs=4, patience=0)  # lr 0.2: round 2 beats rounds 3-4
+
+    def run(name, **horizontal):
+        hcfg = HorizontalConfig(rounds=4, **horizontal)
+        return run_horizontal(banks, splits, "logistic", train, hcfg, "inprocess", tmp_path / name, seed=7)
+
+    best, last = run("best"), run("last", keep="last")
+    losses = [r["val_loss"] for r in best.history]
+    assert best.extra["kept_round"] == 1 + int(np.argmin(losses)) == 2 and last.extra["kept_round"] == 4
+    assert not np.allclose(_scores(best), _scores(last), atol=1e-4)
+    silent = run("silent", keep="last", fraction_evaluate=0.0)  # nobody evaluates: same training, no reports
+    assert all(r["val_loss"] is None for r in silent.history)
+    assert silent.bytes_sent < last.bytes_sent
+    np.testing.assert_allclose(_scores(silent), _scores(last), atol=1e-6)
+
+
+def test_secagg_settings_reach_flowers_workflow_and_a_modulus_that_wraps_is_refused():
+    """SecAgg+'s shares, threshold and ranges shape the protocol, not the (unmasked) sum a healthy run gets:
+    they are shown by reaching Flower's ``SecAggPlusWorkflow``, and a modulus too small for the sum fails."""
+    from fedrisk.config.horizontal import HorizontalJob
+    from fedrisk.federation.horizontal_secagg import secagg_workflow
+
+    secagg = {
+        "enabled": True,
+        "num_shares": 5,
+        "reconstruction_threshold": 3,
+        "clipping_range": 2.0,
+        "quantization_range": 2**10,
+        "modulus_range": 2**16,
+        "max_weight": 50.0,
+        "timeout": 30.0,
+    }
+    job = HorizontalJob(
+        horizontal=HorizontalConfig(secagg=secagg), train=TRAIN, max_weight=50.0, max_rows=900
+    )
+    flow = secagg_workflow(job, 6)
+    got = {k: getattr(flow, k) for k in secagg if k != "enabled"}
+    assert got == {k: v for k, v in secagg.items() if k != "enabled"}
+    stats = secagg_workflow(job, 6, stats=True)  # moments in [0, 1], weights up to the largest bank's rows
+    assert (stats.clipping_range, stats.max_weight, stats.quantization_range) == (1.0, 900.0, 2**13)
+    wrapping = job.model_copy(
+        update={"horizontal": HorizontalConfig(secagg={**secagg, "modulus_range": 2**12})}
+    )
+    with pytest.raises(FedriskError, match="federation.horizontal.secagg.modulus_range"):
+        secagg_workflow(wrapping, 6)

@@ -12,7 +12,6 @@ SuperLink and SuperNodes) and the connection to an existing SuperLink (`fedrisk.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import tomli
 import tomli_w
 
@@ -148,33 +148,23 @@ def reported_error(log: Path) -> str | None:
 
 
 def tagged_pids(tag: str) -> list[int]:
-    """PIDs of live processes whose environment carries ``tag`` (this user's processes only)."""
-    needle = f"{TAG_VARIABLE}={tag}".encode()
+    """PIDs of live processes whose environment carries ``tag`` (processes whose environment psutil may
+    read: this user's)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and needle in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+    for proc in psutil.process_iter(["pid", "status", "environ"]):  # unreadable fields come back as None
+        environ = proc.info["environ"] or {}
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and environ.get(TAG_VARIABLE) == tag:
+            found.append(int(proc.info["pid"]))
+    return sorted(found)
 
 
 def listening_ports() -> set[int]:
-    """Ports with a listening TCP socket on this host (from /proc/net/tcp and tcp6)."""
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as fh:
-            next(fh)
-            for line in fh:
-                parts = line.split()
-                if parts[3] == "0A":  # TCP_LISTEN
-                    ports.add(int(parts[1].rsplit(":", 1)[1], 16))
-    return ports
+    """Ports with a listening TCP socket (IPv4 or IPv6) on this host."""
+    return {
+        conn.laddr.port
+        for conn in psutil.net_connections(kind="tcp")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr
+    }
 
 
 def run_info(flwr: Callable[..., str], run_id: int, connection: str = CONNECTION, wait: float = 15.0) -> dict:
