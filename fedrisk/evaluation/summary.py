@@ -98,13 +98,11 @@ def summarize_point(
     out: dict = {"methods": {}, "uplift": {}, "parties": {}}
     present = [m for m in methods if any(m in u.outcomes for u in units)]
     for method in present:
-        out["methods"][method] = {
-            metric: summarize(seed_values(method, metric), reps.get(f"{metric}:{method}"), level)
-            for metric in ("ks", "auc")
-        }
-        out["methods"][method]["gini"] = _gini_from_auc(out["methods"][method]["auc"])
+        block = _ks_auc_blocks(seed_values, method, reps, level)
         for metric in ("brier", "bad_rate_at_approval", "lift_top_decile"):
-            out["methods"][method][metric] = summarize(seed_values(method, metric), None, level)
+            block[metric] = summarize(seed_values(method, metric), None, level)
+        block["flags"] = method_flags(block)
+        out["methods"][method] = block
     if "federated" in present and "siloed" in present:
         out["uplift"] = _uplift(seed_values, reps, level)
         out["uplift"].update(_business_uplift(per_seed, approval_rate, level))
@@ -119,18 +117,42 @@ def summarize_point(
 
             block = {
                 "n_test": int(np.mean([len(s[party][present[0]][0]) for s in per_seed if party in s])),
-                "methods": {
-                    m: {
-                        k: summarize(party_values(m, k), party_reps.get(f"{k}:{m}"), level)
-                        for k in ("ks", "auc")
-                    }
-                    for m in present
-                },
+                "methods": {m: _ks_auc_blocks(party_values, m, party_reps, level) for m in present},
             }
+            for m_block in block["methods"].values():
+                m_block.pop("gini")
+                m_block["flags"] = method_flags(m_block)
             if "federated" in present and "siloed" in present:
                 block["uplift"] = _uplift(party_values, party_reps, level)
             out["parties"][party] = block
     return out
+
+
+FLAG_AUC_BELOW_HALF = "auc_below_0.5"
+"""A method that ranks worse than chance: its scores read backwards (e.g. a diverged or poisoned model)."""
+
+
+def method_flags(block: Mapping) -> list[str]:
+    """Warnings a reader must see beside a method's numbers (results.json ``methods.<m>.flags``)."""
+    auc = (block.get("auc") or {}).get("mean")
+    return [FLAG_AUC_BELOW_HALF] if auc is not None and auc < 0.5 else []
+
+
+def _ks_auc_blocks(seed_values, method: str, reps: Mapping, level: float) -> dict:
+    """KS and AUC summaries with the bootstrap's interval (its world value as the centre), plus Gini."""
+    world = getattr(reps, "world", {})
+    block = {
+        metric: summarize(
+            seed_values(method, metric),
+            reps.get(f"{metric}:{method}"),
+            level,
+            world=world.get(f"{metric}:{method}"),
+            bounds=(0.0, 1.0),
+        )
+        for metric in ("ks", "auc")
+    }
+    block["gini"] = _gini_from_auc(block["auc"])
+    return block
 
 
 def _gini_from_auc(auc: dict) -> dict:
@@ -147,17 +169,27 @@ def _uplift(seed_values, reps: Mapping[str, np.ndarray], level: float) -> dict:
     ks_f, ks_s = np.asarray(seed_values("federated", "ks")), np.asarray(seed_values("siloed", "ks"))
     auc_f, auc_s = np.asarray(seed_values("federated", "auc")), np.asarray(seed_values("siloed", "auc"))
     rel_reps = pts_reps = auc_reps = None
+    world = getattr(reps, "world", {})
+    w = {k: world.get(k, np.nan) for k in ("ks:federated", "ks:siloed", "auc:federated", "auc:siloed")}
     if reps:
-        rel_reps = reps["ks:federated"] / reps["ks:siloed"] - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel_reps = reps["ks:federated"] / reps["ks:siloed"] - 1
         pts_reps = reps["ks:federated"] - reps["ks:siloed"]
         auc_reps = reps["auc:federated"] - reps["auc:siloed"]
-    relative = summarize(ks_f / ks_s - 1, rel_reps, level)
+    # ratio of means, as the replicates are; the CI is recomputed around that estimate
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = float(np.nanmean(ks_f) / np.nanmean(ks_s) - 1) if np.isfinite(ks_s).any() else np.nan
+        w_rel = w["ks:federated"] / w["ks:siloed"] - 1
+        per_seed_ratio = ks_f / ks_s - 1  # infinite when a siloed model is backwards (KS 0): left out
+    relative = summarize(per_seed_ratio, None, level)  # std of the per-seed ratios; t-interval fallback
     if relative["mean"] is not None:
-        relative["mean"] = float(np.nanmean(ks_f) / np.nanmean(ks_s) - 1)  # ratio of means, as the CI is
+        if rel_reps is not None:
+            relative = {**summarize([ratio], rel_reps, level, world=w_rel), "std": relative["std"]}
+        relative["mean"] = ratio
     return {
         "ks_relative": relative,
-        "ks_points": summarize(ks_f - ks_s, pts_reps, level),
-        "auc_points": summarize(auc_f - auc_s, auc_reps, level),
+        "ks_points": summarize(ks_f - ks_s, pts_reps, level, world=w["ks:federated"] - w["ks:siloed"]),
+        "auc_points": summarize(auc_f - auc_s, auc_reps, level, world=w["auc:federated"] - w["auc:siloed"]),
     }
 
 
