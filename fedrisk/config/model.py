@@ -55,13 +55,13 @@ class ModelConfig(BaseModel):
         description="gbdt: bins per feature; also the most levels a categorical column may have.",
     )
     min_child_weight: float = Field(
-        1.0, ge=0.0, allow_inf_nan=False, description="gbdt: least hessian in a child."
+        1.0, ge=0.0, le=1e6, allow_inf_nan=False, description="gbdt: least hessian in a child."
     )
     reg_lambda: float = Field(
-        1.0, ge=0.0, allow_inf_nan=False, description="gbdt: L2 penalty on leaf values."
+        1.0, ge=0.0, le=1e6, allow_inf_nan=False, description="gbdt: L2 penalty on leaf values."
     )
     gamma: float = Field(
-        0.0, ge=0.0, allow_inf_nan=False, description="gbdt: least loss reduction a split must bring."
+        0.0, ge=0.0, le=1e6, allow_inf_nan=False, description="gbdt: least loss reduction a split must bring."
     )
     early_stopping_rounds: int = Field(
         10,

@@ -109,6 +109,8 @@ class VerticalConfig(BaseModel):
     )
     he_key_bits: int | None = Field(
         None,
+        ge=1024,
+        le=32768,
         description="protection = 'he': CKKS ring degree (8192, 16384) or Paillier bits (1024, 2048, 3072); "
         "empty = 8192 / 2048.",
     )

@@ -21,7 +21,7 @@ import time
 import numpy as np
 from scipy.special import expit, ndtr
 
-from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
 from fedrisk.evaluation.summary import summarize_point
 from fedrisk.runner.units import Unit
 
@@ -74,7 +74,7 @@ def simulate_coverage(
             second = rng.normal(size=len(y)) + y * (m2 + shift[1])
             scores = {"siloed": first, "federated": (first + second) / np.sqrt(2.0)}
             outcomes = {
-                m: MethodOutcome(m, {"bank/test": ScoredSet(ids, y, expit(v - 3.0))})
+                m: MethodOutcome(m, {ScoreKey("bank", "test"): ScoredSet(ids, y, expit(v - 3.0))})
                 for m, v in scores.items()
             }
             units.append(Unit("base", {}, s, outcomes))

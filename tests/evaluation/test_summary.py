@@ -7,7 +7,7 @@ import pytest
 from scipy.special import expit
 
 from fedrisk.cli import print_summary
-from fedrisk.data.outcome import MethodOutcome, ScoredSet
+from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
 from fedrisk.evaluation.summary import FLAG_AUC_BELOW_HALF, summarize_point
 from fedrisk.evaluation.uncertainty import CI_METHOD
 from fedrisk.runner.units import Unit
@@ -26,7 +26,8 @@ def _units(backwards: str | None, n_seeds: int = 3, n: int = 1500) -> list[Unit]
             scores[backwards] = -scores[backwards]  # e.g. what weight_decay = 1e30 used to produce
         ids = np.arange(n).astype(str)
         outcomes = {
-            m: MethodOutcome(m, {"bank/test": ScoredSet(ids, y, expit(s - 2))}) for m, s in scores.items()
+            m: MethodOutcome(m, {ScoreKey("bank", "test"): ScoredSet(ids, y, expit(s - 2))})
+            for m, s in scores.items()
         }
         units.append(Unit("base", {}, seed, outcomes))
     return units
