@@ -18,6 +18,9 @@ from fedrisk.runner.units import Unit
 HEADLINE_SPLIT = "test"
 """The split the contract's numbers are computed on: each label holder's own held-out applicants."""
 
+VALIDATION_SPLIT = "val"
+"""Scored too, but only to choose approval thresholds (never reported as a metric)."""
+
 
 def metric_rows(unit: Unit, approval_rate: float) -> list[dict]:
     """One row per method x party x test split (and per segment of a split, e.g. covered by tax)."""
@@ -25,6 +28,8 @@ def metric_rows(unit: Unit, approval_rate: float) -> list[dict]:
     for method, outcome in unit.outcomes.items():
         train_scores = outcome.train_scores
         for (party, split), scored in outcome.scores.items():
+            if split == VALIDATION_SPLIT:
+                continue
             base = {"point": unit.point, **{f"sweep:{k}": v for k, v in unit.assignment.items()}}
             base.update({"seed": unit.seed, "method": method, "party": party})
             metrics = credit_metrics(scored.y, scored.p, approval_rate)
@@ -56,15 +61,17 @@ def metric_rows(unit: Unit, approval_rate: float) -> list[dict]:
     return rows
 
 
-def _headline_sets(unit: Unit, methods: Sequence[str]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """{party: {method: (y, p)}} on each party's own test split, restricted to rows every method scored."""
+def _headline_sets(
+    unit: Unit, methods: Sequence[str], wanted: str = HEADLINE_SPLIT
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """{party: {method: (y, p)}} on each party's own ``wanted`` split, for parties every method scored."""
     parties: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for method in methods:
         outcome = unit.outcomes.get(method)
         if outcome is None:
             continue
         for (party, split), scored in outcome.scores.items():
-            if split == HEADLINE_SPLIT:
+            if split == wanted:
                 parties.setdefault(party, {})[method] = (np.asarray(scored.y), np.asarray(scored.p))
     return {p: m for p, m in parties.items() if len(m) == len([x for x in methods if x in unit.outcomes])}
 
@@ -105,7 +112,8 @@ def summarize_point(
         out["methods"][method] = block
     if "federated" in present and "siloed" in present:
         out["uplift"] = _uplift(seed_values, reps, level)
-        out["uplift"].update(_business_uplift(per_seed, approval_rate, level))
+        val_sets = [_headline_sets(u, methods, VALIDATION_SPLIT) for u in units]
+        out["uplift"].update(_business_uplift(per_seed, val_sets, approval_rate, level))
     parties = sorted({p for scored in per_seed for p in scored})
     if len(parties) > 1:
         for party in parties:
@@ -193,28 +201,71 @@ def _uplift(seed_values, reps: Mapping[str, np.ndarray], level: float) -> dict:
     }
 
 
-def _business_uplift(per_seed, approval_rate: float, level: float) -> dict:
+def _business_uplift(per_seed, val_sets, approval_rate: float, level: float) -> dict:
     """What a lender feels: fewer bads at the same approval rate, more approvals at the same bad rate.
 
-    ``npl_points``: the siloed model's bad rate among approved minus the federated one's, at the configured
-    approval rate (percentage points). ``approval_gain``: how many more applicants the federated model can
-    approve (relative) while keeping the siloed model's bad rate among approved.
+    ``npl_points``: the siloed model's bad rate among approved minus the federated one's, each approving its
+    safest ``approval_rate`` of the test applicants (percentage points; no label picks the cut).
+    ``approval_gain``: how many more test applicants the federated model approves (relative) at the siloed
+    model's bad rate. Both score cut-offs are chosen on the validation applicants, never on test labels:
+    the siloed cut approves ``approval_rate`` of them, the federated cut the most it can while keeping their
+    bad rate at or below the siloed one's. ``approval_bad_rate`` gives the bad rates the two cuts then have
+    on the test applicants, so a reader can see whether the federated cut held the siloed bad rate.
     """
-    npl, gain = [], []
-    for scored in per_seed:
-        npl_parties, gain_parties = [], []
-        for by_method in scored.values():
+    npl, gain, bad_silo_test, bad_fed_test = [], [], [], []
+    for scored, val in zip(per_seed, val_sets, strict=True):
+        npl_parties, gain_parties, silo_parties, fed_parties = [], [], [], []
+        for party, by_method in scored.items():
             if "federated" not in by_method or "siloed" not in by_method:
                 continue
             y, p_silo = by_method["siloed"]
             _, p_fed = by_method["federated"]
-            bad_silo = bad_rate_at_approval(y, p_silo, approval_rate)
-            npl_parties.append(100.0 * (bad_silo - bad_rate_at_approval(y, p_fed, approval_rate)))
-            gain_parties.append(approval_rate_at_bad_rate(y, p_fed, bad_silo) / approval_rate - 1.0)
-        npl.append(float(np.mean(npl_parties)) if npl_parties else np.nan)
-        gain.append(float(np.mean(gain_parties)) if gain_parties else np.nan)
+            npl_parties.append(
+                100.0
+                * (
+                    bad_rate_at_approval(y, p_silo, approval_rate)
+                    - bad_rate_at_approval(y, p_fed, approval_rate)
+                )
+            )
+            own_val = val.get(party, {})
+            if "federated" not in own_val or "siloed" not in own_val:
+                continue  # a method that does not score its validation applicants: no honest cut-off
+            cut_silo, cut_fed = approval_cutoffs(own_val["siloed"], own_val["federated"][1], approval_rate)
+            approved_silo, approved_fed = p_silo <= cut_silo, p_fed <= cut_fed
+            if approved_silo.any():
+                gain_parties.append(approved_fed.mean() / approved_silo.mean() - 1.0)
+                silo_parties.append(float(y[approved_silo].mean()))
+            if approved_fed.any():
+                fed_parties.append(float(y[approved_fed].mean()))
+        for values, parties in ((npl, npl_parties), (gain, gain_parties)):
+            values.append(float(np.mean(parties)) if parties else np.nan)
+        for values, parties in ((bad_silo_test, silo_parties), (bad_fed_test, fed_parties)):
+            values.append(float(np.mean(parties)) if parties else np.nan)
     return {
         "npl_points_at_approval": summarize(npl, None, level),
         "approval_gain_at_bad_rate": summarize(gain, None, level),
+        "approval_bad_rate": {
+            "siloed": summarize(bad_silo_test, None, level),
+            "federated": summarize(bad_fed_test, None, level),
+        },
+        "approval_threshold_from": VALIDATION_SPLIT,
         "approval_rate": approval_rate,
     }
+
+
+def approval_cutoffs(
+    siloed_val: tuple[np.ndarray, np.ndarray], p_fed_val: np.ndarray, approval_rate: float
+) -> tuple[float, float]:
+    """Score cut-offs (approve ``p <= cut``) chosen on validation applicants.
+
+    The siloed cut approves its safest ``approval_rate``; the federated cut approves as many as it can while
+    its bad rate among them stays at or below the siloed cut's (ties counted at their average outcome).
+    """
+    y_val, p_silo_val = siloed_val
+    n = len(y_val)
+    k_silo = max(1, int(round(approval_rate * n)))
+    cut_silo = float(np.sort(p_silo_val)[k_silo - 1])
+    target = bad_rate_at_approval(y_val, p_silo_val, approval_rate)
+    k_fed = int(round(approval_rate_at_bad_rate(y_val, p_fed_val, target) * n))
+    cut_fed = float(np.sort(p_fed_val)[k_fed - 1]) if k_fed > 0 else -np.inf
+    return cut_silo, cut_fed

@@ -135,9 +135,19 @@ def _business_rows(uplift: Mapping) -> list[list[str]]:
         [
             "Approval gain",
             fmt_pct_ci(uplift.get("approval_gain_at_bad_rate")),
-            f"extra approvals by the federated model at the siloed model's bad rate (from {rate:.0%})",
+            f"extra approvals by the federated model at the siloed model's bad rate (from {rate:.0%}); "
+            "both cut-offs chosen on validation applicants"
+            + _bad_rates_text(uplift.get("approval_bad_rate") or {}),
         ],
     ]
+
+
+def _bad_rates_text(rates: Mapping) -> str:
+    """The test bad rates the two validation cut-offs gave (did the federated cut hold the siloed rate?)."""
+    silo, fed = (rates.get(m) or {} for m in ("siloed", "federated"))
+    if silo.get("mean") is None or fed.get("mean") is None:
+        return ""
+    return f"; test bad rate {100 * silo['mean']:.2f}% siloed vs {100 * fed['mean']:.2f}% federated"
 
 
 def cost(results: Mapping) -> str:

@@ -84,3 +84,47 @@ def test_relative_uplift_is_the_ratio_of_mean_ks(n_boot: int):
     rel = out["uplift"]["ks_relative"]
     assert rel["mean"] == pytest.approx(ks_f / ks_s - 1)
     assert rel["std"] > 0
+
+
+def _units_with_val(
+    rng: np.random.Generator, n_seeds: int = 4, n: int = 3000, fed_signal: float = 0.6
+) -> list:
+    units = []
+    for seed in range(n_seeds):
+        outcomes: dict = {}
+        sets = {}
+        for split in ("val", "test"):
+            y = (rng.random(n) < 0.08).astype(np.int8)
+            base = rng.normal(size=n) + 0.8 * y
+            sets[split] = (y, {"siloed": base, "federated": base + rng.normal(size=n) + fed_signal * y})
+        for m in ("siloed", "federated"):
+            outcomes[m] = MethodOutcome(
+                m,
+                {
+                    ScoreKey("bank", split): ScoredSet(np.arange(n).astype(str), y, expit(s[m] - 3))
+                    for split, (y, s) in sets.items()
+                },
+            )
+        units.append(Unit("base", {}, seed, outcomes))
+    return units
+
+
+def test_approval_cutoffs_come_from_validation_never_test_labels():
+    units = _units_with_val(np.random.default_rng(3))
+    before = summarize_point(units, ("siloed", "federated"), n_boot=0, level=0.95)["uplift"]
+    rng = np.random.default_rng(9)
+    for unit in units:  # scramble every test label: scores (hence approvals) unchanged
+        for outcome in unit.outcomes.values():
+            scored = outcome.scores[ScoreKey("bank", "test")]
+            scored.y = rng.permutation(scored.y)
+    after = summarize_point(units, ("siloed", "federated"), n_boot=0, level=0.95)["uplift"]
+    assert before["approval_threshold_from"] == "val"
+    assert after["approval_gain_at_bad_rate"]["mean"] == before["approval_gain_at_bad_rate"]["mean"]
+    assert after["approval_bad_rate"] != before["approval_bad_rate"]  # the realised bad rates do use them
+
+
+def test_metric_rows_leave_out_the_validation_split():
+    from fedrisk.evaluation.summary import metric_rows
+
+    unit = _units_with_val(np.random.default_rng(5), n_seeds=1)[0]
+    assert {row["split"] for row in metric_rows(unit, 0.8)} == {"test"}
