@@ -116,7 +116,9 @@ class EvaluationConfig(_Section):
     )
     ci_level: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of every interval.")
     reference_models: bool = Field(
-        False, description="Also fit scikit-learn LogisticRegression/HistGradientBoosting on pooled data."
+        True,
+        description="Also fit scikit-learn LogisticRegression/HistGradientBoosting on pooled data "
+        "(a check that centralized is a real upper bound).",
     )
 
 

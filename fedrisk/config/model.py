@@ -114,3 +114,22 @@ class TrainConfig(BaseModel):
     num_threads: int = Field(
         1, ge=1, le=256, description="torch threads for training (1 is fastest for these small models)."
     )
+    lr_grid: list[Annotated[float, Field(gt=0.0, le=10.0)]] = Field(
+        [],
+        max_length=8,
+        description="Tuning: learning rates tried by siloed, centralized and federated alike (each keeps the one "
+        "with the lowest validation loss; the cost adds up); empty = lr only.",
+    )
+    weight_decay_grid: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        [],
+        max_length=8,
+        description="Tuning: weight decays tried with every learning rate, as lr_grid; empty = weight_decay only.",
+    )
+
+    def grid(self) -> list[tuple[float, float]]:
+        """The (lr, weight_decay) candidates every method tries; one pair when nothing is tuned."""
+        return [
+            (lr, wd)
+            for lr in self.lr_grid or [self.lr]
+            for wd in self.weight_decay_grid or [self.weight_decay]
+        ]
