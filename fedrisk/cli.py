@@ -158,6 +158,12 @@ def print_summary(results: dict) -> None:
     for method, block in results["methods"].items():
         table.add_row(method, _fmt(block["ks"]), _fmt(block["auc"]), _fmt(block["gini"]))
     console.print(table)
+    for method, block in results["methods"].items():
+        if "auc_below_0.5" in block.get("flags", []):
+            console.print(
+                f"[bold red]warning:[/] {method} has AUC below 0.5: it ranks applicants backwards "
+                "(check training settings such as training.lr and training.weight_decay)"
+            )
     uplift = results.get("uplift") or {}
     if uplift:
         rel = uplift["ks_relative"]

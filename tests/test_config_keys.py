@@ -135,6 +135,14 @@ PROBES: dict[str, tuple[str, Any] | tuple[str, Any, dict]] = {
     "training.patience": ("run:siloed", 1, {"training": {"epochs": 10, "lr": 0.5, "min_delta": 0.01}}),
     "training.min_delta": ("run:siloed", 0.05, {"training": {"epochs": 8, "patience": 2}}),
     "training.num_threads": ("test:tests/test_config_keys.py::test_num_threads_reaches_torch", None),
+    "training.lr_grid": (
+        "test:tests/methods/test_tuning.py::test_method_tries_the_grid_and_keeps_the_lowest_validation_loss",
+        None,
+    ),
+    "training.weight_decay_grid": (
+        "test:tests/methods/test_tuning.py::test_method_tries_the_grid_and_keeps_the_lowest_validation_loss",
+        None,
+    ),
     # vertical federation
     "federation.backend": (
         "test:tests/federation/test_vertical_ray.py::test_ray_backend_gives_the_in_process_result",

@@ -103,30 +103,16 @@ def strategy_config(
         ) from None
 
 
-def directional_ks(y: np.ndarray, p: np.ndarray) -> float:
-    """max(TPR − FPR) with higher scores riskier; 0 for a scorecard ranked backwards.
-
-    The framework's `ks_statistic` takes |TPR − FPR| (the usual definition), which gives an inverted
-    scorecard (AUC < 0.5, as sign-flipping produces) a high KS; the audit must not call that robust.
-    """
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(np.asarray(y), np.asarray(p))
-    return float(max(0.0, np.max(tpr - fpr)))
-
-
 def honest_metrics(outcome: HorizontalOutcome, banks: Sequence[str], approval_rate: float) -> dict[str, Any]:
-    """Directional KS (the audit's ``ks``), the framework's KS and AUC, averaged over ``banks``' test sets."""
+    """KS (directional, the framework's one) and AUC, averaged over ``banks``' test sets."""
     from fedrisk.core.metrics import credit_metrics
 
     sets = {b: outcome.scores[ScoreKey(b, "test")] for b in banks}
     per_bank = {b: credit_metrics(s.y, s.p, approval_rate) for b, s in sets.items()}
-    directional = {b: directional_ks(s.y, s.p) for b, s in sets.items()}
     return {
-        "ks": float(np.mean(list(directional.values()))),
-        "ks_unsigned": float(np.nanmean([m["ks"] for m in per_bank.values()])),
+        "ks": float(np.nanmean([m["ks"] for m in per_bank.values()])),
         "auc": float(np.nanmean([m["auc"] for m in per_bank.values()])),
-        "ks_by_bank": directional,
+        "ks_by_bank": {b: m["ks"] for b, m in per_bank.items()},
         "kept_round": outcome.extra.get("kept_round"),
     }
 

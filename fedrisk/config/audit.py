@@ -27,7 +27,7 @@ class FairnessConfig(BaseModel):
         The gap followed across methods: by default rural vs urban approval rates.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(False, description="Run the group-fairness audit.")
     groups: list[str] = Field(
@@ -38,7 +38,7 @@ class FairnessConfig(BaseModel):
         None, gt=0.0, le=1.0, description="Share approved per bank; empty = evaluation.approval_rate."
     )
     min_group_size: int = Field(
-        30, ge=1, description="Smallest group counted in the cross-group differences."
+        30, ge=1, le=10_000_000, description="Smallest group counted in the cross-group differences."
     )
     gap_group: str = Field("region_type", description="Column of the followed gap.")
     gap_group_value: str = Field("rural", description="The group whose gap is followed.")
@@ -59,7 +59,7 @@ DefenceKind = Literal["none", "noise", "clip", "max_norm"]
 class DefenceSpec(BaseModel):
     """One gradient perturbation the label holder applies before sending gradients to partners."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: DefenceKind = Field(
         "none", description="none | noise (isotropic Gaussian) | clip (norm clipping) | max_norm (Li et al.)."
@@ -67,6 +67,7 @@ class DefenceSpec(BaseModel):
     strength: float = Field(
         0.0,
         ge=0.0,
+        le=1e4,
         description=(
             "noise: noise norm in units of the batch's largest gradient norm; clip: quantile of the batch's "
             "gradient norms to clip to (0 = the smallest, <= 1); ignored by none and max_norm."
@@ -98,22 +99,25 @@ def _default_defences() -> list[DefenceSpec]:
 class LabelLeakageConfig(BaseModel):
     """The label-leakage audit of vertical federation (skipped for horizontal runs)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(False, description="Run the label-leakage audit after each (point, seed).")
     batch_size: int | None = Field(
         None,
         ge=2,
+        le=10_000_000,
         description="Applicants per gradient step of the audited run; empty = the federated run's own step size.",
     )
     epochs: int | None = Field(
         None,
         ge=1,
+        le=10_000,
         description="Training epochs of the audited run; empty = [training].epochs (early stopping applies).",
     )
     max_train_rows: int | None = Field(
         None,
         ge=100,
+        le=100_000_000,
         description="Cap on training applicants (a random subset) for a cheaper audit; empty = all.",
     )
     partners: list[str] | None = Field(
@@ -132,27 +136,31 @@ Method = Literal["siloed", "centralized", "federated"]
 class DPSGDConfig(BaseModel):
     """The "with DP" retraining of every audited model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(True, description="Also attack DP-trained versions of every model.")
     noise_multiplier: float = Field(
         1.0,
         gt=0.0,
+        le=1e4,
         description="Gaussian noise std over the clipping norm (DP-SGD; server-fixed DP for horizontal).",
     )
     target_epsilon: float | None = Field(
         None,
         gt=0.0,
+        le=1e6,
         description="If set, overrides noise_multiplier: the noise is solved so the full epoch budget spends this ε.",
     )
-    max_grad_norm: float = Field(1.0, gt=0.0, description="Per-example gradient clipping norm (DP-SGD).")
+    max_grad_norm: float = Field(
+        1.0, gt=0.0, le=1e6, description="Per-example gradient clipping norm (DP-SGD)."
+    )
     delta: float = Field(1e-5, gt=0.0, lt=1.0, description="δ at which ε is reported.")
 
 
 class MembershipConfig(BaseModel):
     """The membership-inference audit (LiRA, Carlini et al. 2022) of every method's model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(False, description="Run the membership audit after each (point, seed).")
     methods: list[Method] = Field(
@@ -161,11 +169,15 @@ class MembershipConfig(BaseModel):
     n_population: int = Field(
         2000,
         ge=20,
+        le=10_000_000,
         description="Applicants the attacker samples from (train + test, at random); each model trains on half.",
     )
     n_shadow: int = Field(8, ge=2, le=256, description="Shadow models per target (each on a random half).")
     n_targets: int = Field(
-        4, ge=1, description="Models used in turn as the target (scores pooled; steadier low-FPR TPRs)."
+        4,
+        ge=1,
+        le=257,
+        description="Models used in turn as the target (scores pooled; steadier low-FPR TPRs).",
     )
     target_fpr: list[float] = Field(
         [0.001, 0.01], min_length=1, description="False-positive rates at which the attack's TPR is reported."
@@ -219,7 +231,7 @@ class RobustnessConfig(BaseModel):
         The goal: an attacked robust strategy within this much KS (0.02 = 2 points) of its clean run.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(False, description="Run the robustness audit (horizontal topology only).")
     strategies: list[str] = Field(
@@ -276,7 +288,7 @@ class RobustnessConfig(BaseModel):
 class AuditConfig(BaseModel):
     """Privacy, robustness and fairness audits run beside every uplift (all off by default)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     membership: MembershipConfig = Field(default_factory=MembershipConfig)
     label_leakage: LabelLeakageConfig = Field(default_factory=LabelLeakageConfig)

@@ -25,7 +25,7 @@ from fedrisk.core.errors import FedriskError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PartySource(_Section):
@@ -116,7 +116,9 @@ class EvaluationConfig(_Section):
     )
     ci_level: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of every interval.")
     reference_models: bool = Field(
-        False, description="Also fit scikit-learn LogisticRegression/HistGradientBoosting on pooled data."
+        True,
+        description="Also fit scikit-learn LogisticRegression/HistGradientBoosting on pooled data "
+        "(a check that centralized is a real upper bound).",
     )
 
 
@@ -277,7 +279,7 @@ def validate(data: dict, source: str = "config") -> ExperimentConfig:
 
 def _to_fedrisk_error(exc: ValidationError, source: str) -> FedriskError:
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or source
+    field = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p)) or source
     kind = err["type"]
     if kind == "extra_forbidden":
         section = _section_for(err["loc"][:-1])
@@ -286,6 +288,11 @@ def _to_fedrisk_error(exc: ValidationError, source: str) -> FedriskError:
     given = err.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
     return FedriskError(field, f"{err['msg']}{shown}", "see the config reference in the README")
+
+
+def _is_union_tag(part: object) -> bool:
+    """pydantic names the union member that failed in the location (``int``, ``constrained-float``)."""
+    return isinstance(part, str) and (part in ("int", "float", "str", "bool") or "-" in part or "[" in part)
 
 
 def _section_for(loc: tuple) -> type[BaseModel] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -82,7 +82,7 @@ class SecAggConfig(BaseModel):
         Seconds to wait for replies in each stage (None = wait for all).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(False, description="Aggregate under SecAgg+ (the server sees only the sum).")
     num_shares: int | float = Field(
@@ -91,13 +91,18 @@ class SecAggConfig(BaseModel):
     reconstruction_threshold: int | float = Field(
         2, description="Shares to reconstruct a secret: integer < num_shares, or a fraction in (0, 1]."
     )
-    clipping_range: float = Field(8.0, gt=0.0, description="Weighted parameters must lie in [-r, r].")
-    quantization_range: int = Field(2**22, gt=1, description="Integer levels per parameter.")
-    modulus_range: int = Field(2**32, gt=1, description="Mask modulus (a power of two).")
+    clipping_range: float = Field(8.0, gt=0.0, le=1e6, description="Weighted parameters must lie in [-r, r].")
+    quantization_range: int = Field(2**22, gt=1, le=2**48, description="Integer levels per parameter.")
+    modulus_range: int = Field(2**32, gt=1, le=2**62, description="Mask modulus (a power of two).")
     max_weight: float | None = Field(
-        None, gt=0.0, description="Largest client weight; empty = largest bank's training rows (1 under DP)."
+        None,
+        gt=0.0,
+        le=1e12,
+        description="Largest client weight; empty = largest bank's training rows (1 under DP).",
     )
-    timeout: float | None = Field(None, gt=0.0, description="Seconds to wait for replies per stage.")
+    timeout: float | None = Field(
+        None, gt=0.0, le=86_400.0, description="Seconds to wait for replies per stage."
+    )
 
     @field_validator("num_shares")
     @classmethod
@@ -106,6 +111,8 @@ class SecAggConfig(BaseModel):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"a fractional num_shares must be in (0, 1], got {value}")
             return value
+        if value > 999:
+            raise ValueError(f"num_shares = {value}: at most 999 (one share per client)")
         if value < 3 or value % 2 == 0:
             raise ValueError(
                 f"num_shares = {value}: SecAgg+ needs an odd integer >= 3 (with an even count every client "
@@ -119,8 +126,8 @@ class SecAggConfig(BaseModel):
         if isinstance(t, float):
             if not 0.0 < t <= 1.0:
                 raise ValueError(f"a fractional reconstruction_threshold must be in (0, 1], got {t}")
-        elif t < 1:
-            raise ValueError(f"reconstruction_threshold must be >= 1, got {t}")
+        elif not 1 <= t <= 999:
+            raise ValueError(f"reconstruction_threshold must be in [1, 999], got {t}")
         elif isinstance(self.num_shares, int) and t >= self.num_shares:
             raise ValueError(f"reconstruction_threshold ({t}) must be below num_shares ({self.num_shares})")
         if self.modulus_range & (self.modulus_range - 1):
@@ -160,27 +167,32 @@ class DPConfig(BaseModel):
         Identical when ``fraction_fit = 1``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     mode: DpMode = Field(
         "none", description="none | server-fixed | server-adaptive | client-fixed | client-adaptive | local."
     )
     noise_multiplier: float | None = Field(
-        None, ge=0.0, description="Noise std / clipping norm; give this or target_epsilon."
+        None, ge=0.0, le=1e4, description="Noise std / clipping norm; give this or target_epsilon."
     )
-    target_epsilon: float | Literal["inf"] | None = Field(
+    target_epsilon: Annotated[float, Field(gt=0.0, le=1e6)] | Literal["inf"] | None = Field(
         None, description="Total ε after all rounds (noise solved by the accountant); 'inf' = DP off."
     )
     delta: float = Field(1e-5, gt=0.0, lt=1.0, description="δ of (ε, δ)-DP; below 1 / number of banks.")
     clipping_norm: float = Field(
-        1.0, gt=0.0, description="L2 bound on a bank's update (adaptive: initial bound)."
+        1.0, gt=0.0, le=1e6, description="L2 bound on a bank's update (adaptive: initial bound)."
     )
     target_clipped_quantile: float = Field(
         0.5, ge=0.0, le=1.0, description="Adaptive clipping: share of updates the bound should not clip."
     )
-    clip_norm_lr: float = Field(0.2, gt=0.0, description="Adaptive clipping: learning rate of the bound.")
+    clip_norm_lr: float = Field(
+        0.2, gt=0.0, le=10.0, description="Adaptive clipping: learning rate of the bound."
+    )
     clipped_count_stddev: float | None = Field(
-        None, ge=0.0, description="Adaptive clipping: noise on the clipped count; empty = Flower's default."
+        None,
+        ge=0.0,
+        le=1e6,
+        description="Adaptive clipping: noise on the clipped count; empty = Flower's default.",
     )
     sampling: Literal["poisson", "none"] = Field(
         "poisson", description="Amplification by sampling: 'poisson' at rate fraction_fit, or 'none'."
@@ -242,7 +254,7 @@ class HorizontalConfig(BaseModel):
     dp : DPConfig
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     strategy: str = Field("fedavg", description=f"Flower strategy: {', '.join(STRATEGY_NAMES)}.")
     strategy_params: dict[str, Any] = Field(
@@ -257,7 +269,7 @@ class HorizontalConfig(BaseModel):
     fraction_evaluate: float = Field(
         1.0, ge=0.0, le=1.0, description="Share of banks evaluating the global model each round (0 = none)."
     )
-    max_categories: int = Field(20, ge=2, description="One-hot levels per categorical column.")
+    max_categories: int = Field(20, ge=2, le=10_000, description="One-hot levels per categorical column.")
     keep: Literal["best", "last"] = Field(
         "best", description="Global model kept: lowest federated validation loss ('best') or the last round."
     )
@@ -350,7 +362,7 @@ class HorizontalJob(BaseModel):
     training and ``max_rows`` the largest bank's training rows (the weight bound of the statistics round).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     horizontal: HorizontalConfig
     train: TrainConfig

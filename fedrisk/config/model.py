@@ -28,7 +28,7 @@ GBDT_KEYS = (
 class ModelConfig(BaseModel):
     """Which model family every method trains (siloed, federated and centralized use the same one)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["logistic", "mlp", "gbdt"] = Field(
         "logistic",
@@ -55,13 +55,13 @@ class ModelConfig(BaseModel):
         description="gbdt: bins per feature; also the most levels a categorical column may have.",
     )
     min_child_weight: float = Field(
-        1.0, ge=0.0, allow_inf_nan=False, description="gbdt: least hessian in a child."
+        1.0, ge=0.0, le=1e6, allow_inf_nan=False, description="gbdt: least hessian in a child."
     )
     reg_lambda: float = Field(
-        1.0, ge=0.0, allow_inf_nan=False, description="gbdt: L2 penalty on leaf values."
+        1.0, ge=0.0, le=1e6, allow_inf_nan=False, description="gbdt: L2 penalty on leaf values."
     )
     gamma: float = Field(
-        0.0, ge=0.0, allow_inf_nan=False, description="gbdt: least loss reduction a split must bring."
+        0.0, ge=0.0, le=1e6, allow_inf_nan=False, description="gbdt: least loss reduction a split must bring."
     )
     early_stopping_rounds: int = Field(
         10,
@@ -89,20 +89,47 @@ class ModelConfig(BaseModel):
 class TrainConfig(BaseModel):
     """One training routine for every method, so differences between methods are the data, not the optimiser."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(30, ge=1, le=10_000, description="Maximum passes over the training rows.")
     batch_size: int = Field(
-        1024, ge=1, description="Rows per gradient step (larger = fewer federated round trips)."
+        1024,
+        ge=1,
+        le=10_000_000,
+        description="Rows per gradient step (larger = fewer federated round trips).",
     )
     lr: float = Field(0.01, gt=0.0, le=10.0, description="Adam learning rate.")
-    weight_decay: float = Field(1e-4, ge=0.0, description="L2 penalty (Adam weight decay).")
+    weight_decay: float = Field(
+        1e-4, ge=0.0, le=1.0, description="L2 penalty (Adam weight decay); above 1 the model learns nothing."
+    )
     patience: int = Field(
         5,
         ge=0,
+        le=10_000,
         description="Early stopping: epochs without validation-loss improvement before stopping (0 = never).",
     )
-    min_delta: float = Field(1e-4, ge=0.0, description="Smallest validation-loss improvement that counts.")
-    num_threads: int = Field(
-        1, ge=1, description="torch threads for training (1 is fastest for these small models)."
+    min_delta: float = Field(
+        1e-4, ge=0.0, le=1.0, description="Smallest validation-loss improvement that counts."
     )
+    num_threads: int = Field(
+        1, ge=1, le=256, description="torch threads for training (1 is fastest for these small models)."
+    )
+    lr_grid: list[Annotated[float, Field(gt=0.0, le=10.0)]] = Field(
+        [],
+        max_length=8,
+        description="Tuning: learning rates tried by siloed, centralized and federated alike (each keeps the one "
+        "with the lowest validation loss; the cost adds up); empty = lr only.",
+    )
+    weight_decay_grid: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        [],
+        max_length=8,
+        description="Tuning: weight decays tried with every learning rate, as lr_grid; empty = weight_decay only.",
+    )
+
+    def grid(self) -> list[tuple[float, float]]:
+        """The (lr, weight_decay) candidates every method tries; one pair when nothing is tuned."""
+        return [
+            (lr, wd)
+            for lr in self.lr_grid or [self.lr]
+            for wd in self.weight_decay_grid or [self.weight_decay]
+        ]

@@ -67,11 +67,12 @@ class VerticalConfig(BaseModel):
         probability 1 / (1 + e^epsilon)); validation and test keep the true labels.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     batch_size: int | None = Field(
         None,
         ge=1,
+        le=10_000_000,
         description="Applicants per gradient step (one round trip to every holder); empty = [training].batch_size.",
     )
     full_batch: bool = Field(
@@ -108,6 +109,8 @@ class VerticalConfig(BaseModel):
     )
     he_key_bits: int | None = Field(
         None,
+        ge=1024,
+        le=32768,
         description="protection = 'he': CKKS ring degree (8192, 16384) or Paillier bits (1024, 2048, 3072); "
         "empty = 8192 / 2048.",
     )

@@ -1,14 +1,14 @@
 """Credit-scoring metrics on one set of scored applicants.
 
 Scores are probabilities of default (higher = riskier). Ranking metrics come from scikit-learn; the
-credit-specific ones (KS from the ROC curve, lift, bad rate at an approval rate, PSI) are a few lines
-of numpy each because no maintained library ships them in this form.
+credit-specific ones (directional KS from the ROC curve, lift, bad rate at an approval rate, PSI) are a
+few lines of numpy each because no maintained library ships them in this form. `ks_statistic` is THE KS of
+the project: every other module calls it (or `roc_ks_auc`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 
 METRICS = ("ks", "auc", "gini", "brier", "ece", "lift_top_decile", "bad_rate_at_approval")
@@ -16,39 +16,81 @@ METRICS = ("ks", "auc", "gini", "brier", "ece", "lift_top_decile", "bad_rate_at_
 
 
 def ks_statistic(y: np.ndarray, score: np.ndarray) -> float:
-    """Kolmogorov–Smirnov: max |TPR − FPR| over all thresholds (scikit-learn's ROC curve)."""
+    """Kolmogorov–Smirnov, directional: max over thresholds of TPR − FPR, the score read "higher = riskier".
+
+    A model that ranks backwards scores near 0, never high (max |TPR − FPR| would call it strong).
+    Built on scikit-learn's ROC curve, so tied scores are one threshold.
+    """
     fpr, tpr, _ = roc_curve(y, score)
-    return float(np.max(np.abs(tpr - fpr)))
+    return float(max(0.0, np.max(tpr - fpr)))
+
+
+def roc_ks_auc(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """(directional KS, AUC) from one ROC curve, for callers that need both every epoch."""
+    from sklearn.metrics import auc
+
+    fpr, tpr, _ = roc_curve(y, score)
+    return float(max(0.0, np.max(tpr - fpr))), float(auc(fpr, tpr))
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
-    """Mean |observed − predicted| default rate over quantile bins, weighted by bin size."""
-    prob_true, prob_pred = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
-    # calibration_curve drops empty bins; with quantile bins they are (near) equal in size.
-    return float(np.mean(np.abs(prob_true - prob_pred)))
+    """Mean |observed − predicted| default rate over quantile bins, weighted by bin size.
+
+    Bins are scikit-learn's ``calibration_curve(strategy="quantile")`` bins; it does not return their
+    sizes, so the few lines below recompute the same bin of every row to weight by it. Tied scores can
+    make quantile bins very unequal, which is when the weighting matters.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    edges = np.percentile(p, np.linspace(0, 100, n_bins + 1))
+    bins = np.searchsorted(edges[1:-1], p)  # the rule calibration_curve uses
+    size = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    observed = np.bincount(bins, weights=y, minlength=n_bins)
+    predicted = np.bincount(bins, weights=p, minlength=n_bins)
+    used = size > 0
+    gap = np.abs(observed[used] - predicted[used]) / size[used]
+    return float(np.sum(gap * size[used]) / size.sum())
+
+
+def _tie_averaged(y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Outcomes in ascending score order, each replaced by the mean outcome of its group of tied scores.
+
+    Selecting the k safest (or riskiest) applicants then counts a tie group straddling the cut at its
+    average bad rate — the expectation over every order of the tied applicants — instead of depending on
+    the input order.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    score = np.asarray(score, dtype=np.float64)
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1
+    mean = np.bincount(group, weights=y[order]) / np.bincount(group)
+    return mean[group]
 
 
 def lift_at(y: np.ndarray, score: np.ndarray, fraction: float = 0.1) -> float:
-    """Bad rate among the riskiest ``fraction`` of applicants divided by the overall bad rate."""
+    """Bad rate among the riskiest ``fraction`` of applicants divided by the overall bad rate (ties averaged)."""
     n_top = max(1, int(round(fraction * len(y))))
-    top = np.argsort(-score, kind="stable")[:n_top]
-    base = y.mean()
-    return float(y[top].mean() / base) if base > 0 else float("nan")
+    ranked = _tie_averaged(y, score)
+    base = float(np.mean(y))
+    return float(ranked[-n_top:].mean() / base) if base > 0 else float("nan")
 
 
 def bad_rate_at_approval(y: np.ndarray, score: np.ndarray, approval_rate: float) -> float:
-    """Default rate among the approved when the safest ``approval_rate`` of applicants are approved."""
+    """Default rate among the approved when the safest ``approval_rate`` of applicants are approved.
+
+    Applicants tied at the cut are approved at their group's average bad rate (see `_tie_averaged`).
+    """
     n_approved = max(1, int(round(approval_rate * len(y))))
-    approved = np.argsort(score, kind="stable")[:n_approved]
-    return float(y[approved].mean())
+    return float(_tie_averaged(y, score)[:n_approved].mean())
 
 
 def approval_rate_at_bad_rate(y: np.ndarray, score: np.ndarray, max_bad_rate: float) -> float:
     """Largest share of applicants that can be approved (safest first) keeping their bad rate ≤ target."""
-    order = np.argsort(score, kind="stable")
-    cumulative_bad = np.cumsum(y[order]) / np.arange(1, len(y) + 1)
+    ranked = _tie_averaged(y, score)
+    cumulative_bad = np.cumsum(ranked) / np.arange(1, len(ranked) + 1)
     ok = np.nonzero(cumulative_bad <= max_bad_rate + 1e-12)[0]
-    return float((ok[-1] + 1) / len(y)) if len(ok) else 0.0
+    return float((ok[-1] + 1) / len(ranked)) if len(ok) else 0.0
 
 
 def population_stability_index(expected: np.ndarray, actual: np.ndarray, n_bins: int = 10) -> float:

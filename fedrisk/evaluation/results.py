@@ -12,6 +12,7 @@ from fedrisk import __version__
 from fedrisk.config import ExperimentConfig, point_label
 from fedrisk.core.jsonio import atomic_write_bytes, atomic_write_json
 from fedrisk.evaluation.summary import Unit, metric_rows, summarize_point
+from fedrisk.evaluation.uncertainty import CI_METHOD
 from fedrisk.runner.loop import load_audits, load_units
 
 
@@ -70,6 +71,7 @@ def finalize(
         "uplift": head["uplift"],
         "parties": head["parties"],
         "cost": {**head["cost"], "session_wall_seconds": session_seconds},
+        "ci_method": CI_METHOD,
         "sweep": sweep if config.sweep else [],
         # one shape whether or not a sweep ran: {audit: {"seed=<s>": result}} of the first point; every
         # sweep entry carries its own point's block of the same shape

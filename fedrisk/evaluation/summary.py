@@ -18,6 +18,9 @@ from fedrisk.runner.units import Unit
 HEADLINE_SPLIT = "test"
 """The split the contract's numbers are computed on: each label holder's own held-out applicants."""
 
+VALIDATION_SPLIT = "val"
+"""Scored too, but only to choose approval thresholds (never reported as a metric)."""
+
 
 def metric_rows(unit: Unit, approval_rate: float) -> list[dict]:
     """One row per method x party x test split (and per segment of a split, e.g. covered by tax)."""
@@ -25,6 +28,8 @@ def metric_rows(unit: Unit, approval_rate: float) -> list[dict]:
     for method, outcome in unit.outcomes.items():
         train_scores = outcome.train_scores
         for (party, split), scored in outcome.scores.items():
+            if split == VALIDATION_SPLIT:
+                continue
             base = {"point": unit.point, **{f"sweep:{k}": v for k, v in unit.assignment.items()}}
             base.update({"seed": unit.seed, "method": method, "party": party})
             metrics = credit_metrics(scored.y, scored.p, approval_rate)
@@ -56,15 +61,17 @@ def metric_rows(unit: Unit, approval_rate: float) -> list[dict]:
     return rows
 
 
-def _headline_sets(unit: Unit, methods: Sequence[str]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """{party: {method: (y, p)}} on each party's own test split, restricted to rows every method scored."""
+def _headline_sets(
+    unit: Unit, methods: Sequence[str], wanted: str = HEADLINE_SPLIT
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """{party: {method: (y, p)}} on each party's own ``wanted`` split, for parties every method scored."""
     parties: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for method in methods:
         outcome = unit.outcomes.get(method)
         if outcome is None:
             continue
         for (party, split), scored in outcome.scores.items():
-            if split == HEADLINE_SPLIT:
+            if split == wanted:
                 parties.setdefault(party, {})[method] = (np.asarray(scored.y), np.asarray(scored.p))
     return {p: m for p, m in parties.items() if len(m) == len([x for x in methods if x in unit.outcomes])}
 
@@ -98,16 +105,15 @@ def summarize_point(
     out: dict = {"methods": {}, "uplift": {}, "parties": {}}
     present = [m for m in methods if any(m in u.outcomes for u in units)]
     for method in present:
-        out["methods"][method] = {
-            metric: summarize(seed_values(method, metric), reps.get(f"{metric}:{method}"), level)
-            for metric in ("ks", "auc")
-        }
-        out["methods"][method]["gini"] = _gini_from_auc(out["methods"][method]["auc"])
+        block = _ks_auc_blocks(seed_values, method, reps, level)
         for metric in ("brier", "bad_rate_at_approval", "lift_top_decile"):
-            out["methods"][method][metric] = summarize(seed_values(method, metric), None, level)
+            block[metric] = summarize(seed_values(method, metric), None, level)
+        block["flags"] = method_flags(block)
+        out["methods"][method] = block
     if "federated" in present and "siloed" in present:
         out["uplift"] = _uplift(seed_values, reps, level)
-        out["uplift"].update(_business_uplift(per_seed, approval_rate, level))
+        val_sets = [_headline_sets(u, methods, VALIDATION_SPLIT) for u in units]
+        out["uplift"].update(_business_uplift(per_seed, val_sets, approval_rate, level))
     parties = sorted({p for scored in per_seed for p in scored})
     if len(parties) > 1:
         for party in parties:
@@ -119,18 +125,42 @@ def summarize_point(
 
             block = {
                 "n_test": int(np.mean([len(s[party][present[0]][0]) for s in per_seed if party in s])),
-                "methods": {
-                    m: {
-                        k: summarize(party_values(m, k), party_reps.get(f"{k}:{m}"), level)
-                        for k in ("ks", "auc")
-                    }
-                    for m in present
-                },
+                "methods": {m: _ks_auc_blocks(party_values, m, party_reps, level) for m in present},
             }
+            for m_block in block["methods"].values():
+                m_block.pop("gini")
+                m_block["flags"] = method_flags(m_block)
             if "federated" in present and "siloed" in present:
                 block["uplift"] = _uplift(party_values, party_reps, level)
             out["parties"][party] = block
     return out
+
+
+FLAG_AUC_BELOW_HALF = "auc_below_0.5"
+"""A method that ranks worse than chance: its scores read backwards (e.g. a diverged or poisoned model)."""
+
+
+def method_flags(block: Mapping) -> list[str]:
+    """Warnings a reader must see beside a method's numbers (results.json ``methods.<m>.flags``)."""
+    auc = (block.get("auc") or {}).get("mean")
+    return [FLAG_AUC_BELOW_HALF] if auc is not None and auc < 0.5 else []
+
+
+def _ks_auc_blocks(seed_values, method: str, reps: Mapping, level: float) -> dict:
+    """KS and AUC summaries with the bootstrap's interval (its world value as the centre), plus Gini."""
+    world = getattr(reps, "world", {})
+    block = {
+        metric: summarize(
+            seed_values(method, metric),
+            reps.get(f"{metric}:{method}"),
+            level,
+            world=world.get(f"{metric}:{method}"),
+            bounds=(0.0, 1.0),
+        )
+        for metric in ("ks", "auc")
+    }
+    block["gini"] = _gini_from_auc(block["auc"])
+    return block
 
 
 def _gini_from_auc(auc: dict) -> dict:
@@ -147,42 +177,95 @@ def _uplift(seed_values, reps: Mapping[str, np.ndarray], level: float) -> dict:
     ks_f, ks_s = np.asarray(seed_values("federated", "ks")), np.asarray(seed_values("siloed", "ks"))
     auc_f, auc_s = np.asarray(seed_values("federated", "auc")), np.asarray(seed_values("siloed", "auc"))
     rel_reps = pts_reps = auc_reps = None
+    world = getattr(reps, "world", {})
+    w = {k: world.get(k, np.nan) for k in ("ks:federated", "ks:siloed", "auc:federated", "auc:siloed")}
     if reps:
-        rel_reps = reps["ks:federated"] / reps["ks:siloed"] - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel_reps = reps["ks:federated"] / reps["ks:siloed"] - 1
         pts_reps = reps["ks:federated"] - reps["ks:siloed"]
         auc_reps = reps["auc:federated"] - reps["auc:siloed"]
-    relative = summarize(ks_f / ks_s - 1, rel_reps, level)
+    # ratio of means, as the replicates are; the CI is recomputed around that estimate
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = float(np.nanmean(ks_f) / np.nanmean(ks_s) - 1) if np.isfinite(ks_s).any() else np.nan
+        w_rel = w["ks:federated"] / w["ks:siloed"] - 1
+        per_seed_ratio = ks_f / ks_s - 1  # infinite when a siloed model is backwards (KS 0): left out
+    relative = summarize(per_seed_ratio, None, level)  # std of the per-seed ratios; t-interval fallback
     if relative["mean"] is not None:
-        relative["mean"] = float(np.nanmean(ks_f) / np.nanmean(ks_s) - 1)  # ratio of means, as the CI is
+        if rel_reps is not None:
+            relative = {**summarize([ratio], rel_reps, level, world=w_rel), "std": relative["std"]}
+        relative["mean"] = ratio
     return {
         "ks_relative": relative,
-        "ks_points": summarize(ks_f - ks_s, pts_reps, level),
-        "auc_points": summarize(auc_f - auc_s, auc_reps, level),
+        "ks_points": summarize(ks_f - ks_s, pts_reps, level, world=w["ks:federated"] - w["ks:siloed"]),
+        "auc_points": summarize(auc_f - auc_s, auc_reps, level, world=w["auc:federated"] - w["auc:siloed"]),
     }
 
 
-def _business_uplift(per_seed, approval_rate: float, level: float) -> dict:
+def _business_uplift(per_seed, val_sets, approval_rate: float, level: float) -> dict:
     """What a lender feels: fewer bads at the same approval rate, more approvals at the same bad rate.
 
-    ``npl_points``: the siloed model's bad rate among approved minus the federated one's, at the configured
-    approval rate (percentage points). ``approval_gain``: how many more applicants the federated model can
-    approve (relative) while keeping the siloed model's bad rate among approved.
+    ``npl_points``: the siloed model's bad rate among approved minus the federated one's, each approving its
+    safest ``approval_rate`` of the test applicants (percentage points; no label picks the cut).
+    ``approval_gain``: how many more test applicants the federated model approves (relative) at the siloed
+    model's bad rate. Both score cut-offs are chosen on the validation applicants, never on test labels:
+    the siloed cut approves ``approval_rate`` of them, the federated cut the most it can while keeping their
+    bad rate at or below the siloed one's. ``approval_bad_rate`` gives the bad rates the two cuts then have
+    on the test applicants, so a reader can see whether the federated cut held the siloed bad rate.
     """
-    npl, gain = [], []
-    for scored in per_seed:
-        npl_parties, gain_parties = [], []
-        for by_method in scored.values():
+    npl, gain, bad_silo_test, bad_fed_test = [], [], [], []
+    for scored, val in zip(per_seed, val_sets, strict=True):
+        npl_parties, gain_parties, silo_parties, fed_parties = [], [], [], []
+        for party, by_method in scored.items():
             if "federated" not in by_method or "siloed" not in by_method:
                 continue
             y, p_silo = by_method["siloed"]
             _, p_fed = by_method["federated"]
-            bad_silo = bad_rate_at_approval(y, p_silo, approval_rate)
-            npl_parties.append(100.0 * (bad_silo - bad_rate_at_approval(y, p_fed, approval_rate)))
-            gain_parties.append(approval_rate_at_bad_rate(y, p_fed, bad_silo) / approval_rate - 1.0)
-        npl.append(float(np.mean(npl_parties)) if npl_parties else np.nan)
-        gain.append(float(np.mean(gain_parties)) if gain_parties else np.nan)
+            npl_parties.append(
+                100.0
+                * (
+                    bad_rate_at_approval(y, p_silo, approval_rate)
+                    - bad_rate_at_approval(y, p_fed, approval_rate)
+                )
+            )
+            own_val = val.get(party, {})
+            if "federated" not in own_val or "siloed" not in own_val:
+                continue  # a method that does not score its validation applicants: no honest cut-off
+            cut_silo, cut_fed = approval_cutoffs(own_val["siloed"], own_val["federated"][1], approval_rate)
+            approved_silo, approved_fed = p_silo <= cut_silo, p_fed <= cut_fed
+            if approved_silo.any():
+                gain_parties.append(approved_fed.mean() / approved_silo.mean() - 1.0)
+                silo_parties.append(float(y[approved_silo].mean()))
+            if approved_fed.any():
+                fed_parties.append(float(y[approved_fed].mean()))
+        for values, parties in ((npl, npl_parties), (gain, gain_parties)):
+            values.append(float(np.mean(parties)) if parties else np.nan)
+        for values, parties in ((bad_silo_test, silo_parties), (bad_fed_test, fed_parties)):
+            values.append(float(np.mean(parties)) if parties else np.nan)
     return {
         "npl_points_at_approval": summarize(npl, None, level),
         "approval_gain_at_bad_rate": summarize(gain, None, level),
+        "approval_bad_rate": {
+            "siloed": summarize(bad_silo_test, None, level),
+            "federated": summarize(bad_fed_test, None, level),
+        },
+        "approval_threshold_from": VALIDATION_SPLIT,
         "approval_rate": approval_rate,
     }
+
+
+def approval_cutoffs(
+    siloed_val: tuple[np.ndarray, np.ndarray], p_fed_val: np.ndarray, approval_rate: float
+) -> tuple[float, float]:
+    """Score cut-offs (approve ``p <= cut``) chosen on validation applicants.
+
+    The siloed cut approves its safest ``approval_rate``; the federated cut approves as many as it can while
+    its bad rate among them stays at or below the siloed cut's (ties counted at their average outcome).
+    """
+    y_val, p_silo_val = siloed_val
+    n = len(y_val)
+    k_silo = max(1, int(round(approval_rate * n)))
+    cut_silo = float(np.sort(p_silo_val)[k_silo - 1])
+    target = bad_rate_at_approval(y_val, p_silo_val, approval_rate)
+    k_fed = int(round(approval_rate_at_bad_rate(y_val, p_fed_val, target) * n))
+    cut_fed = float(np.sort(p_fed_val)[k_fed - 1]) if k_fed > 0 else -np.inf
+    return cut_silo, cut_fed

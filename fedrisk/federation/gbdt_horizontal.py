@@ -74,7 +74,7 @@ def run_gbdt_horizontal(
         ScoreKey(name, s): ScoredSet(np.asarray(splits[name][s]), bank.label[r], score(bank, r))
         for name, bank in banks.items()
         for s, r in rows[name].items()
-        if s not in ("train", "val")
+        if s != "train"
     }
     train_scores = np.concatenate([score(bank, rows[name]["train"]) for name, bank in banks.items()])
     bytes_sent = int(marker.get("bytes", 0))

@@ -100,7 +100,7 @@ def train_and_score(grid: Grid, context: Context) -> dict:
         started = time.perf_counter()
         result = boost(session, params)
         train_seconds = time.perf_counter() - started
-        scored = ["train", *plan.test_splits]
+        scored = ["train", *plan.scored_splits]
         margins = {s: session.predict_margin(result.trees, codes[s], s) for s in scored}
     finally:
         session.close()

@@ -208,7 +208,7 @@ def run_horizontal(
     scores: dict[str, ScoredSet] = {}
     for name, bank in banks.items():
         for split, ids in splits[name].items():
-            if split in ("train", "val"):
+            if split == "train":  # val too: approval thresholds are chosen on it
                 continue
             pos = _positions(bank, ids)
             p = predict_proba(model, prep.transform(bank.features.iloc[pos]))

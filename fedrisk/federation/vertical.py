@@ -196,7 +196,7 @@ def _scored_sets(
 ) -> tuple[dict[str, ScoredSet], dict[str, dict[str, np.ndarray]]]:
     sets, coverage = {}, {}
     for split, (a, b) in bounds.items():
-        if split in ("train", "val"):
+        if split == "train" or split not in scores:  # val is scored too (thresholds are chosen on it)
             continue
         masks = {p: c[a:b].copy() for p, c in covered.items()}
         segments = {}
@@ -381,7 +381,7 @@ def train_centralized_twin(
 
     X = {h: torch.from_numpy(b) for h, b in blocks.items()}
     scores = {}
-    for split in ["train", *[s for s in bounds if s not in ("train", "val")]]:
+    for split in bounds:
         logits = predict_twin_logits(model, X, coverage, np.arange(*bounds[split]))
         scores[split] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     covered = {h: c.pos >= 0 for h, c in coverage.items() if h != label_holder}

@@ -86,6 +86,11 @@ class Plan:
     def test_splits(self) -> list[str]:
         return [s for s in self.splits if s not in ("train", "val")]
 
+    @property
+    def scored_splits(self) -> list[str]:
+        """Splits scored after training: val (approval thresholds are chosen on it) and the test splits."""
+        return [s for s in self.splits if s != "train"]
+
     def save(self, path: Path) -> Path:
         names = list(self.splits)
         bounds = np.array([self.splits[s] for s in names], dtype=np.int64)
@@ -280,7 +285,7 @@ class VerticalCoordinator:
 
     def _score(self, trainer: SplitTrainer, snapshot: bool) -> dict[str, np.ndarray]:
         """Probabilities for the training and test applicants, every holder on its best weights."""
-        scored = ["train", *self.plan.test_splits]
+        scored = ["train", *self.plan.scored_splits]
         rows = np.concatenate([self.plan.indices(s) for s in scored])
         p = torch.sigmoid(torch.from_numpy(trainer.score(rows, snapshot)).double()).numpy()
         scores, offset = {}, 0

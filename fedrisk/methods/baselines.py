@@ -62,7 +62,7 @@ def siloed_vertical(
             splits[name], y[name], predict_proba(model, X[name]), dict((segments or {}).get(name, {}))
         )
         for name in splits
-        if name not in ("train", "val")
+        if name != "train"  # val too: approval thresholds are chosen on it (evaluation.summary)
     }
     return MethodOutcome(
         "siloed",
@@ -148,7 +148,7 @@ def centralized_horizontal(
     X = {"train": prep.transform(train_df), "val": prep.transform(val_df)}
     model, history = _fit(X, {"train": y_train, "val": y_val}, model_cfg, train_cfg, seed)
     scores = {}
-    test_splits = sorted({s for name in banks for s in splits[name] if s not in ("train", "val")})
+    test_splits = sorted({s for name in banks for s in splits[name] if s != "train"})
     for split in test_splits:
         for name, bank in banks.items():
             if split not in splits[name]:
@@ -193,7 +193,7 @@ def reference_model(
         y = {name: bank.label[_positions(bank, ids)] for name, ids in split.items()}
         model = _sklearn(method, seed).fit(X["train"], y["train"])
         for name, ids in split.items():
-            if name not in ("train", "val"):
+            if name != "train":
                 scores[ScoreKey(holder, name)] = ScoredSet(ids, y[name], model.predict_proba(X[name])[:, 1])
     else:  # horizontal: stack the banks' rows
         frames = [parties[b].features.iloc[_positions(parties[b], splits[b]["train"])] for b in label_holders]
@@ -205,7 +205,7 @@ def reference_model(
         model = _sklearn(method, seed).fit(X_train, y_train)
         for b in label_holders:
             for name, ids in splits[b].items():
-                if name not in ("train", "val"):
+                if name != "train":
                     pos = _positions(parties[b], ids)
                     p = model.predict_proba(prep.transform(parties[b].features.iloc[pos]))[:, 1]
                     scores[ScoreKey(b, name)] = ScoredSet(ids, parties[b].label[pos], p)

@@ -75,7 +75,7 @@ def _vertical(
     scores = {
         ScoreKey(label_holder, s): ScoredSet(ids, y[s], model.predict_proba(X[s]), dict(segments.get(s, {})))
         for s, ids in splits.items()
-        if s not in EVAL
+        if s != "train"
     }
     return MethodOutcome(
         method,
@@ -125,7 +125,7 @@ def siloed_horizontal(setting: Setting, params: GBDTParams) -> MethodOutcome:
         model = train_xgboost(X["train"], frames["train"][1], params, valid=(X["val"], frames["val"][1]))
         history += _history(model, bank)
         for s, (_, y, ids) in frames.items():
-            if s not in EVAL:
+            if s != "train":
                 scores[ScoreKey(bank, s)] = ScoredSet(ids, y, model.predict_proba(X[s]))
     cost = {"wall_seconds": time.perf_counter() - started, "bytes_sent": 0, "epsilon": None}
     return MethodOutcome("siloed", scores, history=history, cost=cost)
@@ -146,7 +146,7 @@ def centralized_horizontal(setting: Setting, params: GBDTParams) -> MethodOutcom
         ScoreKey(b, s): ScoredSet(ids, yb, model.predict_proba(binner.encode(f)))
         for b in banks
         for s, (f, yb, ids) in frames[b].items()
-        if s not in EVAL
+        if s != "train"
     }
     cost = {
         "wall_seconds": time.perf_counter() - started,

@@ -17,8 +17,12 @@ def run_method(
 ) -> MethodOutcome:
     """One method on one setting. ``backend`` overrides ``federation.backend`` for the federated method: a name
     or a deployment `Engine` (the deployment engine is a transport of the same loop, not a loop of its own)."""
-    from fedrisk.methods import baselines
+    from fedrisk.methods import baselines, tuning
 
+    if tuning.needs_tuning(
+        method, config
+    ):  # the same (lr, weight decay) grid for siloed, centralized, federated
+        return tuning.tuned(run_method, method, config, setting, seed, workdir, backend)
     if config.model.kind == "gbdt" and method in METHODS:
         from fedrisk.methods.gbdt import run_gbdt_method
 

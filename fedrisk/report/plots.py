@@ -46,7 +46,7 @@ def ks_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     fpr, tpr, _ = roc_curve(y, np.asarray(p, dtype=float), drop_intermediate=False)
     n_bad = int(y.sum())
     share = (tpr * n_bad + fpr * (len(y) - n_bad)) / len(y)
-    return share, tpr, fpr, int(np.argmax(np.abs(tpr - fpr)))
+    return share, tpr, fpr, int(np.argmax(tpr - fpr))  # directional, as ks_statistic
 
 
 def _two_classes(scored: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict:

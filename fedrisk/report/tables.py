@@ -94,6 +94,13 @@ def headline(results: Mapping, config: Mapping, methods: Sequence[str], point: s
         + method_note,
         main,
     ]
+    backwards = [m for m in methods if "auc_below_0.5" in (block[m].get("flags") or [])]
+    if backwards:
+        text.append(
+            f"> **Warning:** {', '.join(backwards)} {'has' if len(backwards) == 1 else 'have'} AUC below 0.5: "
+            "the model ranks applicants backwards (worse than chance). Check the training settings "
+            "(e.g. `training.lr`, `training.weight_decay`) before reading any uplift."
+        )
     uplift = results.get("uplift") or {}
     if uplift:
         text.append("**Uplift of federated over siloed**")
@@ -128,9 +135,19 @@ def _business_rows(uplift: Mapping) -> list[list[str]]:
         [
             "Approval gain",
             fmt_pct_ci(uplift.get("approval_gain_at_bad_rate")),
-            f"extra approvals by the federated model at the siloed model's bad rate (from {rate:.0%})",
+            f"extra approvals by the federated model at the siloed model's bad rate (from {rate:.0%}); "
+            "both cut-offs chosen on validation applicants"
+            + _bad_rates_text(uplift.get("approval_bad_rate") or {}),
         ],
     ]
+
+
+def _bad_rates_text(rates: Mapping) -> str:
+    """The test bad rates the two validation cut-offs gave (did the federated cut hold the siloed rate?)."""
+    silo, fed = (rates.get(m) or {} for m in ("siloed", "federated"))
+    if silo.get("mean") is None or fed.get("mean") is None:
+        return ""
+    return f"; test bad rate {100 * silo['mean']:.2f}% siloed vs {100 * fed['mean']:.2f}% federated"
 
 
 def cost(results: Mapping) -> str:
@@ -277,14 +294,18 @@ def how_to_read(topology: str) -> str:
     return (
         "## How to read this\n\n"
         "**KS** (Kolmogorov–Smirnov) is the largest gap, over all score cut-offs, between the share of bad "
-        "borrowers and the share of good borrowers that a cut-off would decline; 0 means no separation, 1 perfect. "
+        "borrowers and the share of good borrowers that a cut-off would decline, reading higher scores as riskier "
+        "(directional: a model that ranks backwards scores near 0, never high); 0 means no separation, 1 perfect. "
         "**AUC** is the probability that a random bad scores riskier than a random good, and **Gini** = 2·AUC − 1. "
         f"**Siloed** is {siloed}; **federated** trains across the parties without pooling their rows; "
         "**centralized** pools all data in one place and is the upper bound federation aims for. "
         "**KS uplift (relative)** = KS(federated) / KS(siloed) − 1; KS points is the plain difference. "
         "Every method is scored on the same held-out applicants. Confidence intervals are a hierarchical "
         "bootstrap: resample seeds (new world, split and training), then the test applicants within each seed, "
-        "so they cover both training randomness and the finite test set; an interval that excludes 0 for the "
+        "so they cover both training randomness and the finite test set. For KS, AUC and the uplift the resampled "
+        "scores are kernel-smoothed and the interval is the basic (pivotal) one around the smoothed distributions' "
+        "value: the empirical KS is a maximum and overstates the true KS on small test sets, and this interval "
+        "corrects for it (its coverage, simulated, is in docs/statistics.md). An interval that excludes 0 for the "
         "uplift means federation helps beyond noise. Figures of score curves show one seed of the first sweep "
         "point; tables average over all seeds."
     )

@@ -16,7 +16,6 @@ import fedrisk  # noqa: F401 - Flower's environment before flwr runs
 from fedrisk.audit.robustness import (
     RobustnessConfig,
     choose_poisoned,
-    directional_ks,
     dropout_audit,
     robustness_audit,
 )
@@ -127,13 +126,6 @@ def test_flip_labels_flips_only_the_named_rows(world):
     assert np.array_equal(flipped.label[inside], 1 - bank.label[inside])
     assert np.array_equal(flipped.label[~inside], bank.label[~inside])
     assert flipped.meta["labels_flipped"] == len(own)
-
-
-def test_directional_ks_is_zero_for_a_backwards_scorecard():
-    y = np.array([0, 0, 0, 1, 1])
-    p = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
-    assert directional_ks(y, p) == pytest.approx(1.0)
-    assert directional_ks(y, 1 - p) == 0.0
 
 
 def test_config_rejects_unknown_strategies_and_keys():

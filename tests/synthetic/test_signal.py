@@ -8,24 +8,19 @@ chain to bank + tax gains 0.03-0.11 KS on the firms the platform covers.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from fedrisk.core.metrics import ks_statistic
 from fedrisk.data.synthetic import World
-
-
-def _ks(y: np.ndarray, score: np.ndarray) -> float:
-    fpr, tpr, _ = roc_curve(y, score)
-    return float(np.max(tpr - fpr))
 
 
 def _scorecard() -> object:
@@ -64,10 +59,10 @@ def ks(world: World) -> dict[str, float]:
         for name, X in data.items():
             target = y.loc[X.index].to_numpy()
             score = cross_val_predict(_scorecard(), X, target, cv=folds, method="predict_proba")[:, 1]
-            out[name] = _ks(target, score)
+            out[name] = ks_statistic(target, score)
             if name in ("bank_tax", "pooled"):
                 covered = X.index.isin(chain_view.index)
-                out[f"{name}_on_chain"] = _ks(target[covered], score[covered])
+                out[f"{name}_on_chain"] = ks_statistic(target[covered], score[covered])
     print({k: round(v, 3) for k, v in out.items()})
     return out
 
