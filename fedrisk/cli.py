@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from fedrisk.core.errors import FedriskError
+from fedrisk.core.errors import FedriskError, FedriskWarning
 
 app = typer.Typer(
     add_completion=False,
@@ -210,8 +211,24 @@ def print_summary(results: dict) -> None:
     )
 
 
+def _one_line_warnings() -> None:
+    """A `FedriskWarning` prints as ``warning: <message>``, one line (Python adds file, line and source)."""
+    default = warnings.formatwarning
+    if getattr(default, "fedrisk", False):
+        return  # installed by an earlier call in this process
+
+    def formatwarning(message, category, filename, lineno, line=None) -> str:
+        if issubclass(category, FedriskWarning):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    formatwarning.fedrisk = True  # type: ignore[attr-defined]
+    warnings.formatwarning = formatwarning
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
+    _one_line_warnings()
     try:
         app(standalone_mode=False)
     except FedriskError as exc:

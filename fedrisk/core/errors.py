@@ -1,4 +1,4 @@
-"""The one exception type users see.
+"""The one exception type users see, and the one warning type.
 
 Anything that is the user's to fix (a config field, a file, a column) raises `FedriskError` with a message
 naming the field and the fix; the CLI prints it as one line on stderr and exits non-zero, no traceback.
@@ -19,3 +19,8 @@ class FedriskError(Exception):
 
     def __reduce__(self):  # keep the three parts when the error crosses a process boundary
         return (type(self), (self.field, self.problem, self.fix))
+
+
+class FedriskWarning(UserWarning):
+    """Something in the user's input fedrisk handled but the user should know (e.g. tokens read as missing,
+    a damaged unit file recomputed); the CLI prints it as one line, ``warning: <field>: <what>``."""
