@@ -340,8 +340,55 @@ def out_not_empty(d):
 
 
 @case
+def out_under_a_file(d):
+    (d / "file").write_text("x")
+    return [*run_args(d, FAST)[:2], "--out", str(d / "file" / "run"), "--quiet", "--no-report"]
+
+
+@case
+def out_not_writable(d):
+    return [*run_args(d, FAST)[:2], "--out", "/sys/fedrisk-results", "--quiet", "--no-report"]
+
+
+@case
+def out_run_json_damaged(d):
+    (d / "out").mkdir()
+    (d / "out" / "run.json").write_text('{"fingerprint": ')
+    return run_args(d, FAST)
+
+
+@case
+def force_with_user_files_in_out(d):
+    (d / "out" / "units").mkdir(parents=True)
+    (d / "out" / "run.json").write_text("{}")
+    (d / "out" / "results.json").write_text('{"complete": false}')
+    (d / "out" / "thesis.tex").write_text("years of work")
+    return run_args(d, FAST, "--force")
+
+
+@case
 def unknown_partner(d):
     return run_args(d, FAST + '[data]\npartners = ["irs"]\n[world]\nn_firms = 3000\n')
+
+
+@case
+def unknown_partner_nobody(d):
+    return run_args(d, FAST + '[data]\npartners = ["nobody"]\n')
+
+
+@case
+def unknown_partner_in_a_sweep(d):
+    return run_args(d, FAST + '[sweep]\n"data.partners" = [["tax"], ["nobody"]]\n')
+
+
+@case
+def weight_decay_infinite(d):
+    return run_args(d, FAST + "weight_decay = inf\n")
+
+
+@case
+def min_overlap_zero(d):
+    return run_args(d, FAST + "[data]\nmin_overlap = 0\n")
 
 
 @case
@@ -552,6 +599,53 @@ def table_partner_shares_no_id(d):
 
 
 @case
+def table_unknown_partner(d):
+    return [*vertical(d, bank()), "--set", 'data.partners=["nobody"]']
+
+
+@case
+def table_repeated_column_csv(d):
+    return vertical(d, b"firm_id,x,x,default\nF1,1,2,0\nF2,3,4,1\n")  # type: ignore[arg-type]
+
+
+@case
+def table_repeated_column_parquet(d):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [pa.array([f"F{i}" for i in range(400)]), pa.array(range(400)), pa.array(range(400))]
+    pq.write_table(pa.table(columns, names=["firm_id", "rev", "rev"]), d / "tax.parquet")
+    parties = {"bank": (bank(), "bank.csv", "default"), "tax": (b"", "unused.csv", None)}
+    argv = tables(d, parties)
+    (d / "c.toml").write_text((d / "c.toml").read_text().replace("unused.csv", "tax.parquet"))
+    return argv
+
+
+@case
+def table_ids_equal_once_stripped(d):
+    return vertical(d, with_value("firm_id", 5, " F0 "))
+
+
+@case
+def table_ids_differ_by_leading_zeros(d):
+    # "000001" and "1" are different firms: nothing is shared (pandas used to read both as 1)
+    parties = {
+        "bank": (bank(ids=[f"{i:06d}" for i in range(400)]), "bank.csv", "default"),
+        "tax": (tax(ids=[str(i) for i in range(400)]), "tax.csv", None),
+    }
+    return tables(d, parties)
+
+
+@case
+def table_overlap_below_min_overlap(d):
+    parties = {
+        "bank": (bank(), "bank.csv", "default"),
+        "tax": (tax(ids=[f"F{i}" for i in range(50)] + [f"Z{i}" for i in range(350)]), "tax.csv", None),
+    }
+    return tables(d, parties)
+
+
+@case
 def audit_half_the_banks_poisoned(d):
     # fails after the methods ran: the run must still not claim to be complete
     parties = {"bank_1": (bank(), "b1.csv", "default"), "bank_2": (bank(seed=3), "b2.csv", "default")}
@@ -658,16 +752,24 @@ def test_there_are_at_least_fifty_cases():
     assert len(CASES) >= 50
 
 
+#: Cases whose input is only found bad once the run is under way (so a results folder may exist).
+FOUND_MID_RUN = {"audit_half_the_banks_poisoned"}
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_ends_in_one_line(name, tmp_path, capfd, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a default --out lands here, not in the repository
-    code, stderr, shown = run_cli(CASES[name](tmp_path), capfd, monkeypatch)
+    argv = CASES[name](tmp_path)
+    before = set(tmp_path.rglob("*"))
+    code, stderr, shown = run_cli(argv, capfd, monkeypatch)
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code != 0, f"exit {code}; stderr: {stderr[-500:]}"
+    assert code == 2, f"exit {code}; stderr: {stderr[-500:]}"
     assert "Traceback" not in stderr
     assert len(lines) == 1 and not shown, lines + shown
     assert lines[0].startswith("error: "), lines[0]
     assert not complete_results(tmp_path)
+    made = sorted(str(p.relative_to(tmp_path)) for p in set(tmp_path.rglob("*")) - before)
+    assert not made or name in FOUND_MID_RUN, f"bad input left {made[:5]}"
 
 
 # --- a real process for a few ------------------------------------------------------------------------

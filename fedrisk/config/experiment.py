@@ -48,6 +48,13 @@ class DataConfig(_Section):
         None,
         description="Vertical: which non-label holders join (e.g. ['tax']); None = all. Sweep it to add holders one at a time.",
     )
+    min_overlap: int = Field(
+        100,
+        ge=1,
+        le=10**9,
+        description="Vertical: fewest firms each partner must share with the label holder; fewer is refused "
+        "(an overlap that small is usually a wrong id column or format, and too few to learn from).",
+    )
 
     @model_validator(mode="after")
     def _parties_match_source(self) -> DataConfig:

@@ -74,6 +74,14 @@ def resolve_topology(config: ExperimentConfig, parties: Mapping[str, PartyTable]
                 f"feature columns differ from '{labelled[0]}' (missing {missing}, extra {extra})",
                 "horizontal federation needs the same feature columns at every bank",
             )
+        numeric, reference_numeric = parties[name].numeric_columns(), parties[labelled[0]].numeric_columns()
+        if sorted(numeric) != sorted(reference_numeric):  # found here, before any results folder exists
+            differ = sorted(set(numeric) ^ set(reference_numeric))[:5]
+            raise FedriskError(
+                f"data.parties.{name}",
+                f"columns {differ} are numeric at one bank and categorical at the other ('{labelled[0]}')",
+                "give every bank the same feature columns with the same types",
+            )
     return topology, labelled
 
 
@@ -101,6 +109,7 @@ def build_setting(config: ExperimentConfig, seed: int) -> Setting:
         parties = {name: parties[name] for name in label_holders}
     else:  # a partner that knows none of the training applicants has nothing to train on (wrong id column?)
         holder = label_holders[0]
+        check_overlap(parties, holder, config.data.min_overlap)
         for name, table in parties.items():
             if name != holder and not np.isin(splits[holder]["train"], table.ids).any():
                 raise FedriskError(
@@ -110,6 +119,27 @@ def build_setting(config: ExperimentConfig, seed: int) -> Setting:
                     "check the id column and that ids are written the same way in both tables",
                 )
     return Setting(topology, parties, label_holders, splits)
+
+
+def matched_firms(parties: Mapping[str, PartyTable], holder: str) -> dict[str, int]:
+    """Partner -> how many of the label holder's firms it holds (ids compare as text)."""
+    ids = parties[holder].ids
+    return {name: int(np.isin(ids, t.ids).sum()) for name, t in parties.items() if name != holder}
+
+
+def check_overlap(parties: Mapping[str, PartyTable], holder: str, min_overlap: int) -> None:
+    """Refuse a partner that shares fewer than ``min_overlap`` firms with the label holder: so small an
+    overlap is a wrong id column or format far more often than real data, and too little to learn from."""
+    n = parties[holder].n_rows
+    for name, matched in matched_firms(parties, holder).items():
+        if matched < min_overlap:
+            raise FedriskError(
+                "data.min_overlap",
+                f"{name} shares {matched} firms with {holder} (match rate {matched / n:.1%} of {n}), "
+                f"fewer than the {min_overlap} required",
+                "check that both id columns hold the same identifier written the same way (ids compare as "
+                "text: '000123' is not '123'), or lower data.min_overlap",
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fedrisk.config import ExperimentConfig
+from fedrisk.core.errors import FedriskError
 from fedrisk.data.outcome import MethodOutcome
 from fedrisk.data.setting import Setting, coverage_segments
 
@@ -86,17 +87,25 @@ def methods_for(config: ExperimentConfig, methods: tuple[str, ...] = METHODS) ->
     return methods
 
 
-def preflight(config: ExperimentConfig) -> None:
-    """Checks that need more than the schema (tables, Flower's signatures), before any output exists."""
-    from fedrisk.data.setting import build_parties, resolve_topology
+#: The synthetic world's partners beside its banks (`fedrisk.data.synthetic.generate_world`; a test keeps
+#: the two in step), so ``data.partners`` is checked without generating a world.
+SYNTHETIC_PARTNERS = ("tax", "supply_chain")
 
+
+def preflight(config: ExperimentConfig, raw: dict | None = None) -> None:
+    """Checks that need more than the schema (holders, tables, Flower's signatures), for every sweep point,
+    before any output exists."""
+    from fedrisk.config import sweep_points
+    from fedrisk.data.setting import build_setting
+
+    points = [point for _, point in sweep_points(config, raw)] if raw is not None else [config]
+    for point in points:
+        _check_partners(point)
     topology = config.topology
     if config.data.source == "tables":  # workers re-read the tables; bad ones fail here, in one line
-        topology, _ = resolve_topology(config, build_parties(config, config.seeds[0]))
+        topology = build_setting(config, config.seeds[0]).topology
         protection = config.federation.vertical.protection
         if topology == "horizontal" and protection != "none":  # the schema cannot see the tables' labels
-            from fedrisk.core.errors import FedriskError
-
             raise FedriskError(
                 "federation.vertical.protection",
                 f"{protection!r} protects a vertical run's labels, but these tables make a horizontal run",
@@ -107,11 +116,28 @@ def preflight(config: ExperimentConfig) -> None:
     if topology == "horizontal" and config.model.kind != "gbdt":  # trees boost in their own rounds
         # the federation's rounds within training.epochs; patience needs federated evaluation
         config.federation.horizontal.rounds_budget(config.training)
-    if config.federation.horizontal.strategy_params:
-        from fedrisk.federation.strategies import check_params
+    for point in points:
+        if point.federation.horizontal.strategy_params:
+            from fedrisk.federation.strategies import check_params
 
-        check_params(config.federation.horizontal)
+            check_params(point.federation.horizontal)
     if config.model.kind == "gbdt":
         from fedrisk.methods.gbdt import check_categorical_levels
 
         check_categorical_levels(config)
+
+
+def _check_partners(config: ExperimentConfig) -> None:
+    if config.data.partners is None:
+        return
+    if config.data.source == "tables":
+        available = [p.name for p in config.data.parties if p.label is None]
+    else:
+        available = list(SYNTHETIC_PARTNERS)
+    unknown = sorted(set(config.data.partners) - set(available))
+    if unknown:
+        raise FedriskError(
+            "data.partners",
+            f"unknown holders {unknown}",
+            f"choose from {sorted(available)} (or leave it unset)",
+        )

@@ -12,20 +12,20 @@ import json
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from fedrisk import __version__
 from fedrisk.config import ExperimentConfig, point_label, sweep_points
 from fedrisk.core import progress
-from fedrisk.core.errors import FedriskError
-from fedrisk.core.jsonio import atomic_write_json, fingerprint, make_private
+from fedrisk.core.jsonio import atomic_write_json
 from fedrisk.data.setting import build_setting
 from fedrisk.methods.registry import METHODS, run_method
+from fedrisk.runner.output import check_output, prepare_output
 from fedrisk.runner.progress import init_worker, worker_args
 from fedrisk.runner.units import Unit, finished_methods, load_outcome, save_outcome, unit_dir
+
+__all__ = ["check_output", "prepare_output", "run_unit", "run_units", "load_units", "load_audits"]
 
 
 def run_unit(
@@ -72,57 +72,6 @@ def _fresh_workdir(root: Path, point: str, seed: int, name: str) -> Path:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     return workdir
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The results directory
-
-
-def prepare_output(root: Path, config: ExperimentConfig, force: bool) -> None:
-    """Refuse to overwrite a finished run; resume an unfinished run of the same experiment."""
-    dump = config.model_dump(mode="json")
-    print_ = fingerprint(dump)
-    results = root / "results.json"
-    if root.exists() and not root.is_dir():
-        raise FedriskError("--out", f"{root} is a file", "give a directory (new or empty) for the results")
-    if root.exists() and any(root.iterdir()):
-        if force and (root / "run.json").exists():
-            shutil.rmtree(root)  # only ever a fedrisk results directory: --force must not wipe anything else
-        elif force:
-            raise FedriskError(
-                "--out", f"{root} is not empty and is not a fedrisk run", "choose an empty directory"
-            )
-        else:
-            run_file = root / "run.json"
-            if results.exists() and json.loads(results.read_text()).get("complete"):
-                raise FedriskError(
-                    "--out",
-                    f"{root} already holds a complete run",
-                    "choose another --out, or pass --force to redo it",
-                )
-            if not run_file.exists():
-                raise FedriskError(
-                    "--out", f"{root} is not empty and is not a fedrisk run", "choose an empty directory"
-                )
-            if json.loads(run_file.read_text()).get("fingerprint") != print_:
-                raise FedriskError(
-                    "--out",
-                    f"{root} holds an unfinished run of a different config",
-                    "resume it with the same config and --set options, choose another --out, or pass --force",
-                )
-    root.mkdir(parents=True, exist_ok=True)
-    if config.runner.private_outputs:
-        make_private(root)
-    if not (root / "run.json").exists():
-        atomic_write_json(
-            root / "run.json",
-            {"fedrisk_version": __version__, "fingerprint": print_, "started": _now(), "config": dump},
-        )
-    results.unlink(missing_ok=True)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 ProgressCallback = Callable[[str, int, list[str]], None]

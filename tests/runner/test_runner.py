@@ -12,6 +12,7 @@ from fedrisk.config.experiment import load_config
 from fedrisk.core.errors import FedriskError
 from fedrisk.experiment import run_experiment
 from fedrisk.runner import loop as runner
+from fedrisk.runner.output import prepare_output
 
 BASELINES = ("siloed", "centralized")
 CONTRACT_CHECK = Path(__file__).resolve().parents[3] / "shared" / "checks" / "contract_check.py"
@@ -168,3 +169,65 @@ def test_force_never_wipes_a_directory_that_is_not_a_run(vertical_tables):
     with pytest.raises(FedriskError, match="not a fedrisk run"):
         run_experiment(cfg, raw, precious, methods=BASELINES, force=True)
     assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+# --- failure handling (issue 15) ----------------------------------------------------------------------------
+
+QUICK = ["training.epochs=2", "evaluation.n_bootstrap=0"]  # what these tests check does not need more
+
+
+def test_force_removes_only_what_fedrisk_wrote(vertical_tables):
+    cfg, _ = load_config(vertical_tables / "config.toml")
+    out = vertical_tables / "run"
+    for name in ("units/base/seed=0", "work/psi", "figures"):
+        (out / name).mkdir(parents=True)
+    for name in (
+        "run.json",
+        "results.json",
+        "metrics.csv",
+        "report.md",
+        "report.html",
+        ".results.json.x1.tmp",
+    ):
+        (out / name).write_text("{}")
+    (out / "thesis.tex").write_text("years of work")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(
+        FedriskError, match=r"--force would only remove fedrisk's files, .* holds thesis\.tex"
+    ):
+        prepare_output(out, cfg, force=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing removed
+    (out / "thesis.tex").unlink()
+    prepare_output(out, cfg, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["run.json"]
+    assert json.loads((out / "run.json").read_text())["config"]["name"] == "tiny_vertical"
+
+
+@pytest.mark.parametrize("where", ["/sys/fedrisk-out", "file/run"])
+def test_unwritable_out_fails_before_anything_is_made(vertical_tables, where):
+    (vertical_tables / "file").write_text("x")
+    cfg, raw = load_config(vertical_tables / "config.toml")
+    out = Path(where) if where.startswith("/") else vertical_tables / where
+    before = sorted(vertical_tables.rglob("*"))
+    with pytest.raises(FedriskError, match=r"^--out: cannot (write results to|create)"):
+        run_experiment(cfg, raw, out, methods=BASELINES)
+    assert sorted(vertical_tables.rglob("*")) == before and not out.exists()
+
+
+def test_overlap_below_min_overlap_is_refused_before_any_output(vertical_tables):
+    cfg, raw = load_config(vertical_tables / "config.toml", ["data.min_overlap=3000"])
+    with pytest.raises(
+        FedriskError, match=r"data.min_overlap: tax shares \d+ firms with bank .* fewer than the 3000"
+    ):
+        run_experiment(cfg, raw, vertical_tables / "never", methods=BASELINES)
+    assert not (vertical_tables / "never").exists()
+
+
+def test_synthetic_partner_names_are_the_worlds():
+    """`preflight` checks ``data.partners`` against these names without generating a world."""
+    from fedrisk.config.world import WorldConfig
+    from fedrisk.data.synthetic import generate_world
+    from fedrisk.methods.registry import SYNTHETIC_PARTNERS
+
+    world = generate_world(WorldConfig(n_firms=400), seed=0)
+    assert set(world.parties) == set(world.bank_names) | set(SYNTHETIC_PARTNERS)
