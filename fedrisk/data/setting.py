@@ -142,6 +142,21 @@ def check_overlap(parties: Mapping[str, PartyTable], holder: str, min_overlap: i
             )
 
 
+def data_summary(setting: Setting) -> dict:
+    """Rows per holder and (vertical) each partner's match rate: the share of the label holder's firms it
+    holds. Reported in results.json (``data``) and the report, so a poor join is seen, not guessed."""
+    block: dict = {"rows": {name: t.n_rows for name, t in setting.parties.items()}}
+    if setting.topology == "vertical":
+        holder = setting.label_holders[0]
+        n = setting.parties[holder].n_rows
+        block["label_holder"] = holder
+        block["partners"] = {
+            name: {"rows": setting.parties[name].n_rows, "matched": matched, "match_rate": matched / n}
+            for name, matched in matched_firms(setting.parties, holder).items()
+        }
+    return block
+
+
 # ---------------------------------------------------------------------------------------------------------
 def coverage_segments(setting: Setting) -> dict[str, dict[str, np.ndarray]]:
     """For vertical runs: which test applicants each partner knows (KS is reported for both groups)."""

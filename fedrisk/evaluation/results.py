@@ -13,7 +13,7 @@ from fedrisk.config import ExperimentConfig, point_label
 from fedrisk.core.jsonio import atomic_write_bytes, atomic_write_json
 from fedrisk.evaluation.summary import Unit, metric_rows, summarize_point
 from fedrisk.evaluation.uncertainty import CI_METHOD
-from fedrisk.runner.loop import load_audits, load_units
+from fedrisk.runner.loop import load_audits, load_data, load_units
 
 
 def _now() -> str:
@@ -26,6 +26,7 @@ def finalize(
     units = load_units(root, points, methods)
     audit_names = config.audit.enabled()
     audits = load_audits(root, points, audit_names)
+    data = load_data(root, points)  # rows per holder, each partner's match rate
     complete = all(set(methods) <= set(u.outcomes) for u in units) and all(
         len(audits.get(point_label(a), {}).get(name, {})) == len(cfg.seeds)
         for a, cfg in points
@@ -59,6 +60,7 @@ def finalize(
         importance = _importance(point_units)
         if importance:
             summary["importance"] = importance
+        summary["data"] = data.get(label, {})
         sweep.append({"point": label, "assignment": assignment, **summary})
     head = sweep[0]
     results = {
@@ -70,6 +72,7 @@ def finalize(
         "methods": head["methods"],
         "uplift": head["uplift"],
         "parties": head["parties"],
+        "data": head["data"],
         "cost": {**head["cost"], "session_wall_seconds": session_seconds},
         "ci_method": CI_METHOD,
         "sweep": sweep if config.sweep else [],

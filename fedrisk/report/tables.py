@@ -52,6 +52,13 @@ def what_was_run(
     if counts is not None:
         bads = f", about {counts[1]:,.0f} of them defaulters" if math.isfinite(counts[1]) else ""
         lines.append(f"- **Test applicants per seed:** {counts[0]:,.0f}{bads}")
+    partners = (results.get("data") or {}).get("partners") or {}
+    if partners:  # a poor join (wrong id column or format) shows here before it shows in the uplift
+        holder = results["data"].get("label_holder", "the label holder")
+        rates = ", ".join(
+            f"{name} {p['match_rate']:.1%} ({p['matched']:,.0f} firms)" for name, p in partners.items()
+        )
+        lines.append(f"- **Match rate** (share of {holder}'s firms each partner holds): {rates}")
     sweep = config.get("sweep") or {}
     if sweep:
         grid = "; ".join(f"`{k}` ∈ {{{', '.join(str(v) for v in values)}}}" for k, values in sweep.items())

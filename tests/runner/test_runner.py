@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fedrisk.config.experiment import load_config
-from fedrisk.core.errors import FedriskError
+from fedrisk.core.errors import FedriskError, FedriskWarning
 from fedrisk.experiment import run_experiment
 from fedrisk.runner import loop as runner
 from fedrisk.runner.output import prepare_output
@@ -231,3 +231,63 @@ def test_synthetic_partner_names_are_the_worlds():
 
     world = generate_world(WorldConfig(n_firms=400), seed=0)
     assert set(world.parties) == set(world.bank_names) | set(SYNTHETIC_PARTNERS)
+
+
+def test_damaged_and_swapped_units_are_named_and_recomputed(vertical_tables, monkeypatch):
+    """Before: a 0-byte unit stopped every resume with exit 1 and no message, a cut JSON gave a traceback and
+    a unit copied from another seed was silently used."""
+    cfg, raw = load_config(vertical_tables / "config.toml", QUICK)
+    out = vertical_tables / "out"
+    first = run_experiment(cfg, raw, out, methods=BASELINES)
+    metrics = (out / "metrics.csv").read_text()
+    seed0, seed1 = out / "units" / "base" / "seed=0", out / "units" / "base" / "seed=1"
+    for suffix in (".json", ".npz"):  # seed 1's siloed result replaced by seed 0's
+        (seed1 / f"siloed{suffix}").write_bytes((seed0 / f"siloed{suffix}").read_bytes())
+    (seed0 / "siloed.json").write_bytes(b"")
+    text = (seed0 / "centralized.json").read_text()
+    (seed0 / "centralized.json").write_text(text[: len(text) // 2])
+    (out / "results.json").unlink()
+
+    calls: list[tuple[str, int]] = []
+    real = runner.run_method
+    monkeypatch.setattr(
+        runner, "run_method", lambda *a, **kw: (calls.append((a[0], a[3])), real(*a, **kw))[1]
+    )
+    with pytest.warns(FedriskWarning) as caught:
+        again = run_experiment(cfg, raw, out, methods=BASELINES)
+    messages = sorted(str(w.message) for w in caught if issubclass(w.category, FedriskWarning))
+    assert len(messages) == 3, messages
+    assert "seed=0/centralized.json: not valid JSON" in messages[0]
+    assert "seed=0/siloed.json: empty file" in messages[1]
+    assert "seed=1/siloed.json: holds the result of seed 0, not seed 1" in messages[2]
+    assert sorted(calls) == [("centralized", 0), ("siloed", 0), ("siloed", 1)]
+    assert again["complete"] and (out / "metrics.csv").read_text() == metrics  # the same numbers as before
+    assert again["methods"]["siloed"]["ks"] == first["methods"]["siloed"]["ks"]
+
+
+def test_units_from_other_input_tables_are_recomputed(vertical_tables):
+    cfg, raw = load_config(vertical_tables / "config.toml", ["seeds=[0]", *QUICK])
+    out = vertical_tables / "out"
+    run_experiment(cfg, raw, out, methods=("siloed",))
+    bank = pd.read_csv(vertical_tables / "bank.csv", dtype={"firm_id": str})
+    bank["utilisation"] = -bank["utilisation"]  # the table changed between the interruption and the resume
+    bank.to_csv(vertical_tables / "bank.csv", index=False)
+    (out / "results.json").unlink()
+    with pytest.warns(FedriskWarning, match="seed=0/siloed.json: was computed from a different config or"):
+        run_experiment(cfg, raw, out, methods=("siloed",))
+
+
+def test_match_rate_per_partner_in_results_and_report(vertical_tables):
+    from fedrisk.report.build import build_report
+
+    cfg, raw = load_config(vertical_tables / "config.toml", ["seeds=[0]", *QUICK])
+    out = vertical_tables / "out"
+    results = run_experiment(cfg, raw, out, methods=("siloed",))
+    bank = pd.read_csv(vertical_tables / "bank.csv", dtype={"firm_id": str})
+    tax = pd.read_parquet(vertical_tables / "tax.parquet")
+    matched = int(bank["firm_id"].isin(tax["firm_id"]).sum())
+    partner = results["data"]["partners"]["tax"]
+    assert partner["matched"] == matched and partner["match_rate"] == pytest.approx(matched / len(bank))
+    assert 0.6 < partner["match_rate"] < 0.8 and results["data"]["rows"]["tax"] == len(tax)
+    build_report(out)
+    assert f"tax {matched / len(bank):.1%} ({matched:,} firms)" in (out / "report.md").read_text()
