@@ -6,9 +6,16 @@ traceback; a finished results directory is never overwritten without ``--force``
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shlex
+import signal
 import sys
+import threading
+import time
 import warnings
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -64,7 +71,11 @@ def run(
     root = out or _default_out(config)
     n_units = sum(len(c.seeds) for _, c in sweep_points(cfg, raw))
     with RunProgress(cfg.name, n_units, console, enabled=not quiet and console.is_terminal) as progress:
-        results = run_experiment(cfg, raw, root, force=force, on_unit_done=progress.unit_done)
+        try:
+            with _ctrl_c_watchdog(root):
+                results = run_experiment(cfg, raw, root, force=force, on_unit_done=progress.unit_done)
+        except KeyboardInterrupt:
+            raise Interrupted(root) from None
     print_summary(results)
     if report:
         from fedrisk.report.build import build_report
@@ -211,6 +222,94 @@ def print_summary(results: dict) -> None:
     )
 
 
+class Interrupted(Exception):
+    """Ctrl-C during `fedrisk run`: carries the results directory, so the message can say how to resume."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(str(root))
+        self.root = root
+
+
+def _resume_command(root: Path) -> str:
+    """The command that resumes: the user's own, with ``--out`` added when it was the timestamped default."""
+    argv = ["fedrisk", *sys.argv[1:]]
+    if not any(a == "--out" or a.startswith("--out=") for a in argv):
+        argv += ["--out", str(root)]
+    return shlex.join(argv)
+
+
+_exiting = threading.Lock()
+"""Held by whoever ends the process after Ctrl-C (the main thread or `_ctrl_c_watchdog`), so only one does."""
+
+WATCHDOG_SECONDS = 3.0
+"""How long after Ctrl-C the main thread may take to stop before the watchdog ends the process itself."""
+
+
+@contextlib.contextmanager
+def _ctrl_c_watchdog(root: Path) -> Iterator[None]:
+    """End the run even when the main thread cannot notice Ctrl-C.
+
+    Python handles a signal in the main thread between bytecodes; a library call in C can keep it from
+    doing so (Ray's start-up waits ~10 s on its control service once its processes got the same Ctrl-C).
+    `signal.set_wakeup_fd` writes the signal's number to a pipe at once, from C: a thread reading that pipe
+    gives the main thread `WATCHDOG_SECONDS`, then ends the children and the process itself.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while True:
+                data = pipe.read(64)
+                if not data:
+                    return  # the pipe was closed: the run ended
+                if signal.SIGINT in data:
+                    break
+        time.sleep(WATCHDOG_SECONDS)
+        _interrupted(root)
+
+    threading.Thread(target=watch, name="fedrisk-ctrl-c-watchdog", daemon=True).start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(write_end)
+
+
+def _interrupted(root: Path | None) -> None:
+    """Ctrl-C: end every child process (pool workers, Ray, Flower, PSI), say how to resume, exit 130."""
+    from fedrisk.runner.processes import end_children
+
+    _exiting.acquire()  # if the watchdog got here first, it ends the process while this waits
+    end_children()
+    if root is None:
+        print("interrupted", file=sys.stderr)
+    else:
+        print(
+            f"interrupted: {root} keeps every finished unit; to resume, run: {_resume_command(root)}",
+            file=sys.stderr,
+        )
+    _exit(130)
+
+
+def _exit(code: int) -> None:
+    """Exit now. A library thread that does not stop (Flower's ServerApp thread under Ray waits for replies
+    that will never come) would make Python wait for it at exit, so then the process ends without waiting."""
+    stray = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    if stray or threading.current_thread() is not threading.main_thread():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    _exiting.release()
+    sys.exit(code)
+
+
 def _one_line_warnings() -> None:
     """A `FedriskWarning` prints as ``warning: <message>``, one line (Python adds file, line and source)."""
     default = warnings.formatwarning
@@ -227,19 +326,17 @@ def _one_line_warnings() -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
     _one_line_warnings()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except FedriskError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as exc:
+        _interrupted(exc.root)
     except KeyboardInterrupt:
-        print(
-            "interrupted: the results directory is incomplete; run the same command again to resume",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+        _interrupted(None)
     except Exception as exc:  # click's usage errors carry their own exit codes
         import click
 
@@ -251,6 +348,10 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
         raise
+    if code == 130:  # typer turns a KeyboardInterrupt outside `run` into exit code 130
+        _interrupted(None)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

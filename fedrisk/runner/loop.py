@@ -12,8 +12,6 @@ from __future__ import annotations
 import shutil
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from fedrisk.core.errors import FedriskWarning
 from fedrisk.data.setting import build_setting, data_summary
 from fedrisk.methods.registry import METHODS, run_method
 from fedrisk.runner.output import check_output, prepare_output
+from fedrisk.runner.processes import run_in_pool
 from fedrisk.runner.progress import init_worker, worker_args
 from fedrisk.runner.units import (
     AUDIT_PREFIX,
@@ -118,7 +117,10 @@ def run_units(
     on_unit_done: ProgressCallback | None = None,
     backend: Any = None,
 ) -> list:
-    """Prepare ``root`` and run (or resume) every unit; returns the sweep points."""
+    """Prepare ``root`` and run (or resume) every unit; returns the sweep points.
+
+    Ctrl-C ends the workers and everything they started at once (see `run_in_pool`); the finished units stay.
+    """
     prepare_output(root, config, force)
     points = sweep_points(config, raw)
     inputs = inputs_fingerprint(config)
@@ -142,20 +144,7 @@ def run_units(
         for job in jobs:
             done(job, run_unit(*job))
     else:
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=get_context("spawn"),
-            initializer=init_worker,
-            initargs=worker_args(),
-        ) as pool:
-            futures = {pool.submit(run_unit, *job): job for job in jobs}
-            try:
-                for future in as_completed(futures):
-                    done(futures[future], future.result())
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        run_in_pool(run_unit, jobs, workers, done, initializer=init_worker, initargs=worker_args())
     return points
 
 

@@ -291,3 +291,24 @@ def test_match_rate_per_partner_in_results_and_report(vertical_tables):
     assert 0.6 < partner["match_rate"] < 0.8 and results["data"]["rows"]["tax"] == len(tax)
     build_report(out)
     assert f"tax {matched / len(bank):.1%} ({matched:,} firms)" in (out / "report.md").read_text()
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(vertical_tables, monkeypatch, capsys):
+    """Before: the CLI swallowed the interrupt status and exited 0."""
+    import fedrisk.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_method", interrupted)
+    config = str(vertical_tables / "config.toml")
+    monkeypatch.setattr(sys, "argv", ["fedrisk", "run", config, "--quiet", "--set", "seeds=[0]"])
+    monkeypatch.chdir(vertical_tables)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    resume = err.split("to resume, run: ")[1]
+    assert resume.startswith(f"fedrisk run {config} --quiet --set 'seeds=[0]' --out runs/config-")
+    assert (vertical_tables / resume.split("--out ")[1] / "run.json").exists()
