@@ -815,6 +815,37 @@ def test_unicode_ids_are_legal(tmp_path, capfd, monkeypatch):
     assert 0.7 < share < 0.95  # 500 of 600 known: PSI matched the Unicode IDs (none would give 0)
 
 
+def test_zero_padded_ids_and_missing_tokens_are_legal_and_psi_runs_once(tmp_path, capfd, monkeypatch):
+    """IDs that look like numbers join as written; "n/a" in a numeric column is a missing value, counted in one
+    warning; the match rate is reported; and PSI runs once for the run, not once per seed."""
+    import fedrisk.protocol.psi as psi
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    real = psi.private_intersection
+    monkeypatch.setattr(psi, "private_intersection", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
+    ids = [f"{i:07d}" for i in range(500)]
+    frame = bank(500, ids=ids)
+    frame["x"] = frame["x"].round(4).astype(object)
+    frame.loc[:29, "x"] = "n/a"
+    parties = {"bank": (frame, "bank.csv", "default"), "tax": (tax(400, ids[100:]), "tax.csv", None)}
+    argv = tables(tmp_path, parties, extra="[federation.vertical]\npsi_parallel = false\n")
+    code, stderr, shown = run_cli([*argv, "--set", "seeds=[0, 1]"], capfd, monkeypatch)
+    assert code == 0, stderr[-800:]
+    assert sorted(set(shown)) == [
+        "FedriskWarning: data.parties.bank: 30 cells with a missing-value token ('n/a') read as missing (x: 30)"
+    ]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["complete"] is True
+    assert results["data"]["partners"]["tax"] | {"match_rate_by_seed": None} == {
+        "rows": 400,
+        "matched": 400,
+        "match_rate": 0.8,
+        "match_rate_by_seed": None,
+    }
+    assert calls == ["tax"]  # one PSI for both seeds
+
+
 class _no_exit:
     """``main`` returns normally on success; a SystemExit here is a failure with its stderr."""
 

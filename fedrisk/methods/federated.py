@@ -17,11 +17,19 @@ def _backend(config):
 
 
 def federated_vertical(
-    config, setting, seed: int, workdir: Path, segments: dict[str, dict[str, np.ndarray]], backend=None
+    config,
+    setting,
+    seed: int,
+    workdir: Path,
+    segments: dict[str, dict[str, np.ndarray]],
+    backend=None,
+    psi_cache: Path | None = None,
 ) -> MethodOutcome:
     """Vertical split learning after PSI alignment; the label holder keeps labels and the top model.
 
     ``backend`` overrides ``config.federation.backend`` (e.g. a deployment `Engine`, `fedrisk.federation.deploy`).
+    ``psi_cache``: a directory where the alignment is kept, so the run's other seeds reuse it (it depends
+    on the tables only); None runs PSI for this call.
     """
     from fedrisk.federation.vertical import run_vertical
 
@@ -30,6 +38,20 @@ def federated_vertical(
     if config.runner.workers > 1 and vcfg.psi_parallel:
         # the runner already keeps both cores busy; parallel PSI on top would oversubscribe them
         vcfg = vcfg.model_copy(update={"psi_parallel": False})
+    alignment = None
+    if psi_cache is not None:
+        from fedrisk.protocol.psi_cache import cached_alignment, plan_order
+
+        alignment = cached_alignment(
+            psi_cache,
+            holder,
+            setting.parties[holder].ids,
+            plan_order(setting.splits[holder]),
+            {name: t.ids for name, t in setting.parties.items() if name != holder},
+            seed=seed,
+            parallel=vcfg.psi_parallel,
+            fpr=vcfg.psi_fpr,
+        )
     outcome = run_vertical(
         setting.parties,
         holder,
@@ -40,6 +62,7 @@ def federated_vertical(
         _backend(config) if backend is None else backend,
         workdir,
         seed,
+        alignment=alignment,
     )
     return outcome.to_method_outcome("federated", holder)
 

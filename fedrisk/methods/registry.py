@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,25 @@ METHODS = ("siloed", "centralized", "federated")
 
 
 def run_method(
-    method: str, config: ExperimentConfig, setting: Setting, seed: int, workdir: Path, backend: Any = None
+    method: str,
+    config: ExperimentConfig,
+    setting: Setting,
+    seed: int,
+    workdir: Path,
+    backend: Any = None,
+    *,
+    psi_cache: Path | None = None,
 ) -> MethodOutcome:
     """One method on one setting. ``backend`` overrides ``federation.backend`` for the federated method: a name
-    or a deployment `Engine` (the deployment engine is a transport of the same loop, not a loop of its own)."""
+    or a deployment `Engine` (the deployment engine is a transport of the same loop, not a loop of its own).
+    ``psi_cache`` keeps the run's PSI alignment for its other seeds and tuning trials (vertical federated)."""
     from fedrisk.methods import baselines, tuning
 
     if tuning.needs_tuning(
         method, config
     ):  # the same (lr, weight decay) grid for siloed, centralized, federated
-        return tuning.tuned(run_method, method, config, setting, seed, workdir, backend)
+        run = functools.partial(run_method, psi_cache=psi_cache)
+        return tuning.tuned(run, method, config, setting, seed, workdir, backend)
     if config.model.kind == "gbdt" and method in METHODS:
         from fedrisk.methods.gbdt import run_gbdt_method
 
@@ -70,7 +80,13 @@ def run_method(
             from fedrisk.methods.federated import federated_vertical
 
             return federated_vertical(
-                config, setting, seed, workdir, coverage_segments(setting), backend=backend
+                config,
+                setting,
+                seed,
+                workdir,
+                coverage_segments(setting),
+                backend=backend,
+                psi_cache=psi_cache,
             )
         from fedrisk.methods.federated import federated_horizontal
 

@@ -48,6 +48,9 @@ __all__ = [
     "load_data",
 ]
 
+PSI_CACHE = Path("work") / "psi"
+"""Where, under the results directory, alignments are cached (they depend on the tables only)."""
+
 
 def run_unit(
     config: ExperimentConfig,
@@ -80,7 +83,7 @@ def run_unit(
     for method in todo:
         progress.begin_method(method)
         workdir = _fresh_workdir(root, point, seed, method)
-        outcome = run_method(method, config, setting, seed, workdir, backend)
+        outcome = run_method(method, config, setting, seed, workdir, backend, psi_cache=root / PSI_CACHE)
         save_outcome(directory, outcome, fingerprint, seed)
         shutil.rmtree(workdir, ignore_errors=True)
     if audits:

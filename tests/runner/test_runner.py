@@ -54,11 +54,11 @@ def test_interrupted_run_resumes_without_redoing_finished_units(vertical_tables,
     calls: list[tuple[str, int]] = []
     real = runner.run_method
 
-    def dying(method, config, setting, seed, workdir, backend=None):
+    def dying(method, config, setting, seed, workdir, backend=None, **kw):
         if seed == 1 and method == "centralized":
             raise KeyboardInterrupt  # the user pressed Ctrl-C mid-run
         calls.append((method, seed))
-        return real(method, config, setting, seed, workdir, backend)
+        return real(method, config, setting, seed, workdir, backend, **kw)
 
     monkeypatch.setattr(runner, "run_method", dying)
     with pytest.raises(KeyboardInterrupt):
@@ -69,7 +69,9 @@ def test_interrupted_run_resumes_without_redoing_finished_units(vertical_tables,
     assert len(finished) == 3
 
     calls.clear()
-    monkeypatch.setattr(runner, "run_method", lambda *a: (calls.append((a[0], a[3])), real(*a))[1])
+    monkeypatch.setattr(
+        runner, "run_method", lambda *a, **kw: (calls.append((a[0], a[3])), real(*a, **kw))[1]
+    )
     results = run_experiment(cfg, raw, out, methods=BASELINES)
     assert calls == [("centralized", 1)]  # only what had not finished
     assert results["complete"] is True
@@ -223,16 +225,6 @@ def test_overlap_below_min_overlap_is_refused_before_any_output(vertical_tables)
     assert not (vertical_tables / "never").exists()
 
 
-def test_synthetic_partner_names_are_the_worlds():
-    """`preflight` checks ``data.partners`` against these names without generating a world."""
-    from fedrisk.config.world import WorldConfig
-    from fedrisk.data.synthetic import generate_world
-    from fedrisk.methods.registry import SYNTHETIC_PARTNERS
-
-    world = generate_world(WorldConfig(n_firms=400), seed=0)
-    assert set(world.parties) == set(world.bank_names) | set(SYNTHETIC_PARTNERS)
-
-
 def test_damaged_and_swapped_units_are_named_and_recomputed(vertical_tables, monkeypatch):
     """Before: a 0-byte unit stopped every resume with exit 1 and no message, a cut JSON gave a traceback and
     a unit copied from another seed was silently used."""
@@ -312,3 +304,13 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(vertical_tables, monkeypatch, c
     resume = err.split("to resume, run: ")[1]
     assert resume.startswith(f"fedrisk run {config} --quiet --set 'seeds=[0]' --out runs/config-")
     assert (vertical_tables / resume.split("--out ")[1] / "run.json").exists()
+
+
+def test_synthetic_partner_names_are_the_worlds():
+    """`preflight` checks ``data.partners`` against these names without generating a world."""
+    from fedrisk.config.world import WorldConfig
+    from fedrisk.data.synthetic import generate_world
+    from fedrisk.methods.registry import SYNTHETIC_PARTNERS
+
+    world = generate_world(WorldConfig(n_firms=400), seed=0)
+    assert set(world.parties) == set(world.bank_names) | set(SYNTHETIC_PARTNERS)
