@@ -110,6 +110,10 @@ PROBES: dict[str, tuple[str, Any] | tuple[str, Any, dict]] = {
         None,
     ),
     "data.partners": ("run:federated", ["tax"]),
+    "data.min_overlap": (
+        "test:tests/runner/test_runner.py::test_overlap_below_min_overlap_is_refused_before_any_output",
+        None,
+    ),
     # model and training: the same keys reach siloed, centralized and federated
     "model.kind": ("run:siloed", "mlp"),
     "model.hidden": ("run:centralized", [4], {"model": {"kind": "mlp"}}),
