@@ -38,8 +38,10 @@ def federated_vertical(
     if config.runner.workers > 1 and vcfg.psi_parallel:
         # the runner already keeps both cores busy; parallel PSI on top would oversubscribe them
         vcfg = vcfg.model_copy(update={"psi_parallel": False})
+    backend = _backend(config) if backend is None else backend
     alignment = None
-    if psi_cache is not None:
+    # an engine that aligns on the holders' own nodes keeps partners' ids away from this driver: no cache here
+    if psi_cache is not None and not getattr(backend, "aligns_on_nodes", False):
         from fedrisk.protocol.psi_cache import cached_alignment, plan_order
 
         alignment = cached_alignment(
@@ -59,7 +61,7 @@ def federated_vertical(
         config.model.kind,
         config.training,
         vcfg,
-        _backend(config) if backend is None else backend,
+        backend,
         workdir,
         seed,
         alignment=alignment,

@@ -3,11 +3,11 @@
 On real tables every seed used to run the same private set intersection again (5 seeds: 626 s instead of
 ~200 s). `cached_alignment` runs PSI once per (label holder's ids, partner's ids, fpr), over the label
 holder's whole table, and keeps the intersection and its transcript in a cache directory (the runner uses
-``<results>/work/psi``); a seed's alignment is then its own applicants found in that intersection, shuffled
-exactly as `align_parties` shuffles them — the same result as running PSI on those applicants (a test
-checks), at the cost of one run. Concurrent workers take turns through a file lock, so the second waits and
-reads instead of computing again. The cached transcript is reported as each seed's alignment cost: what the
-protocol costs, whether it ran now or earlier in the run.
+``<results>/work/psi``); a seed's alignment is then its own applicants found in that intersection, in
+the order every alignment uses (`shuffled_roster`) — the same result as running PSI on those applicants
+(a test checks), at the cost of one run. Concurrent workers take turns through a file lock, so the second
+waits and reads instead of computing again. The cached transcript is reported as each seed's alignment
+cost: what the protocol costs, whether it ran now or earlier in the run.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ import dataclasses
 import hashlib
 import io
 import json
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from fedrisk.core.jsonio import atomic_write_bytes
-from fedrisk.protocol.psi import Alignment, PsiTranscript, align_parties
+from fedrisk.protocol.psi import Alignment, PsiTranscript, align_parties, shuffled_roster
 
 __all__ = ["cached_alignment", "plan_order"]
 
@@ -83,9 +82,7 @@ def cached_alignment(
     applicants = np.asarray(applicants).astype(str)
     shared = {}
     for name in partners:
-        ids = applicants[np.isin(applicants, found[name][0])]
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])  # as `align_parties` shuffles
-        shared[name] = ids[rng.permutation(len(ids))]
+        shared[name] = shuffled_roster(applicants[np.isin(applicants, found[name][0])], name, seed)
     transcripts = [found[name][1] for name in partners]
     return Alignment(label_holder, shared, transcripts, seconds=sum(t.seconds for t in transcripts))
 

@@ -28,7 +28,7 @@ PARENT_POLL_SECONDS = 0.5
 
 
 def end_process_tree(processes: Sequence[psutil.Process], timeout: float = 3.0) -> None:
-    """Terminate ``processes`` and all their descendants; whatever ignores SIGTERM is killed after ``timeout``."""
+    """Terminate ``processes`` and all their descendants; what ignores SIGTERM is killed after ``timeout``."""
     tree: dict[int, psutil.Process] = {}
     for process in processes:  # collect first: once a parent dies its children are re-parented and lost
         with contextlib.suppress(psutil.Error):
@@ -100,7 +100,7 @@ def run_in_pool(
     initializer: Callable[..., None] | None = None,
     initargs: tuple = (),
 ) -> None:
-    """Run ``fn(*job)`` for every job in ``workers`` spawned processes; ``on_result(job, result)`` as each ends.
+    """Run ``fn(*job)`` for each job in ``workers`` spawned processes; ``on_result(job, result)`` per result.
 
     On Ctrl-C or any error, jobs not started are cancelled and the workers (with everything they started)
     are ended at once, then the exception propagates; workers exit by themselves if this process dies.
