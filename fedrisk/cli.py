@@ -285,7 +285,7 @@ def _interrupted(root: Path | None) -> None:
     from fedrisk.runner.processes import end_children
 
     _exiting.acquire()  # if the watchdog got here first, it ends the process while this waits
-    end_children()
+    end_children(keep=_SPARED)
     if root is None:
         print("interrupted", file=sys.stderr)
     else:
@@ -325,8 +325,17 @@ def _one_line_warnings() -> None:
     warnings.formatwarning = formatwarning
 
 
+_SPARED: set[int] = set()
+"""Processes that were children before `main` ran (none for the command; a test runner's own helpers when
+`main` is called in-process): Ctrl-C ends only what the run started."""
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
+    from fedrisk.runner.processes import child_pids
+
+    _SPARED.clear()
+    _SPARED.update(child_pids())
     _one_line_warnings()
     try:
         code = app(standalone_mode=False)

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import Any
@@ -44,11 +44,16 @@ def end_process_tree(processes: Sequence[psutil.Process], timeout: float = 3.0) 
     psutil.wait_procs(alive, timeout=1.0)
 
 
-def end_children(timeout: float = 3.0) -> int:
-    """End every descendant of this process; returns how many there were."""
-    children = psutil.Process().children(recursive=True)
+def end_children(timeout: float = 3.0, keep: Collection[int] = ()) -> int:
+    """End every descendant of this process except the pids in ``keep``; returns how many were ended."""
+    children = [p for p in psutil.Process().children(recursive=True) if p.pid not in keep]
     end_process_tree(children, timeout)
     return len(children)
+
+
+def child_pids() -> set[int]:
+    """This process's descendants now (to spare, e.g., a test runner's own helpers, in `end_children`)."""
+    return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
 def _follow_parent(parent_pid: int) -> None:
