@@ -9,8 +9,10 @@ job in-process on the same setting. Reported under ``<topology>.deployment``:
   round trip to all holders; horizontal: one strategy round = fit + evaluate round trips);
 - ``run_seconds`` (``flwr run`` to the run's end, alignment and scoring included), ``startup_seconds``;
 - ``federation_cpu_seconds_per_round``: CPU seconds of all the federation's processes (SuperLink,
-  ServerApp, SuperNodes, ClientApps) during the run, per server round (PSI and scoring included): unlike
-  wall seconds, not inflated by other jobs on a shared machine;
+  ServerApp, SuperNodes, ClientApps) during the run, per server round (start-up of the ServerApp, PSI and
+  scoring included); ``marginal_round`` (warm only): the same job again with 3x the rounds on the same
+  federation, and what each extra round cost in wall and CPU seconds: fixed costs cancel, and the CPU
+  figure, unlike wall seconds, is not inflated by other jobs on a shared machine;
 - ``clientapp_tasks`` and, for warm nodes, the median seconds of a task's three parts as the long-lived
   executor logs them (pull the message from the SuperNode / run the ClientApp / push the reply);
 - ``ks``: both runs' test KS (they must agree), ``max_abs_score_diff``.
@@ -133,10 +135,23 @@ def _measure(data: dict, seed: int, workdir: Path, options: LoopbackOptions) -> 
         with CpuMeter(federation.tag) as cpu:
             deployed = federated_outcome(config, setting, seed, workdir / "deployed", engine)
         parts = _task_parts(federation)
+        marginal = None
+        if options.warm:  # the same job with 3x the rounds: what one more round costs, fixed costs cancel
+            longer = validate(_longer(data))
+            with CpuMeter(federation.tag) as cpu_long:
+                long_run = federated_outcome(longer, setting, seed, workdir / "deployed-long", engine)
+            extra_rounds = _rounds(long_run) - _rounds(deployed)
+            if extra_rounds > 0:
+                marginal = {
+                    "extra_rounds": extra_rounds,
+                    "wall_seconds_per_round": (engine.runs[1].seconds - engine.runs[0].seconds)
+                    / extra_rounds,
+                    "federation_cpu_seconds_per_round": (cpu_long.seconds - cpu.seconds) / extra_rounds,
+                }
     start = time.perf_counter()
     simulated = federated_outcome(config, setting, seed, workdir / "simulated", "inprocess")
     sim_seconds = time.perf_counter() - start
-    (run,) = engine.runs
+    run = engine.runs[0]
     comparison = compare_outcomes(deployed, simulated)
     messages = deployed.extra.get("messages", {})
     return {
@@ -145,6 +160,7 @@ def _measure(data: dict, seed: int, workdir: Path, options: LoopbackOptions) -> 
             "run_seconds": run.seconds,
             "federation_cpu_seconds": cpu.seconds,
             "federation_cpu_seconds_per_round": cpu.seconds / max(1, _rounds(deployed)),
+            "marginal_round": marginal,
             "startup_seconds": run.startup_seconds,
             "clientapp_tasks": messages.get("by_sender", {}).get("server", {}).get("messages"),
             "warm_task_parts_median_seconds": parts,
@@ -173,6 +189,16 @@ def _rounds(outcome) -> int:
     if outcome.extra.get("round_trips"):
         return int(outcome.extra["round_trips"])
     return sum(1 for row in outcome.history if "round" in row)
+
+
+def _longer(data: dict) -> dict:
+    longer = copy.deepcopy(data)
+    if longer.get("topology") == "horizontal":
+        longer["federation"]["horizontal"]["rounds"] *= 3
+    else:
+        longer["training"]["epochs"] *= 3
+        longer["training"]["patience"] = longer["training"]["epochs"]  # no early stop: every round runs
+    return longer
 
 
 def jobs(firms: int, epochs: int, rounds: int, seed: int, horizontal: bool) -> dict[str, dict]:
