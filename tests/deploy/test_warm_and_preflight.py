@@ -40,6 +40,17 @@ def test_idle_wait_backs_off_and_resets_when_a_message_arrives(monkeypatch) -> N
     assert shim.monotonic is time.monotonic  # everything else is the time module
 
 
+def test_backoff_stays_short_while_a_run_is_going_on(monkeypatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(polling.time, "monotonic", lambda: now[0])
+    backoff = polling.Backoff(low=0.01, high=0.5, hot_max=0.04, hot_window=10.0)
+    assert [backoff.next() for _ in range(8)][-1] == 0.5  # never active: idle polls grow to `high`
+    backoff.reset()
+    assert [backoff.next() for _ in range(5)] == [0.01, 0.02, 0.04, 0.04, 0.04]
+    now[0] += 11.0  # the run is over
+    assert [backoff.next() for _ in range(5)][-1] == 0.5
+
+
 def test_the_installed_flower_has_the_waits_we_shorten() -> None:
     import flwr.supernode.start_client_internal as loop
 

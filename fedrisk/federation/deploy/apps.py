@@ -76,7 +76,7 @@ class PollingGrid(DelegatingGrid):
         Poll interval right after a push or a reply, and the ceiling it backs off to while nothing arrives.
     """
 
-    def __init__(self, grid: Grid, min_interval: float = 0.005, max_interval: float = 0.25) -> None:
+    def __init__(self, grid: Grid, min_interval: float = 0.005, max_interval: float = 0.05) -> None:
         super().__init__(grid)
         self.min_interval = min_interval
         self.max_interval = max_interval

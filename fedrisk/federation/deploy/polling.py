@@ -52,20 +52,46 @@ class PollingUnsupported(RuntimeError):
     """The installed Flower does not have the waits this module shortens."""
 
 
+class Backoff:
+    """A poll interval: ``low`` right after activity, doubling up to ``hot_max`` while the last activity is
+    under ``hot_window`` seconds old (a run is going on: the next message comes within a round trip), and
+    up to ``high`` after that (idle: few polls)."""
+
+    def __init__(self, low: float, high: float, hot_max: float = 0.05, hot_window: float = 10.0) -> None:
+        if not 0 < low <= min(hot_max, high):
+            raise ValueError(f"need 0 < low <= hot_max, high; got {low, hot_max, high}")
+        self.low, self.high, self.hot_max, self.hot_window = low, high, hot_max, hot_window
+        self.current = low
+        self.active_at = -float("inf")
+
+    def next(self) -> float:
+        """The interval to wait now (and grow the next one)."""
+        interval = self.current
+        ceiling = self.hot_max if time.monotonic() - self.active_at < self.hot_window else self.high
+        self.current = min(max(self.current * 2, self.low), max(ceiling, self.low))
+        return min(interval, max(ceiling, self.low))
+
+    def reset(self) -> None:
+        """Activity: poll fast again."""
+        self.current = self.low
+        self.active_at = time.monotonic()
+
+
 class _ShortWaits:
     """Stands in for the ``time`` module inside Flower's SuperNode loop; only ``sleep`` differs."""
 
-    def __init__(self, idle_min: float, idle_max: float, reply_interval: float) -> None:
-        self.idle_min, self.idle_max, self.reply_interval = idle_min, idle_max, reply_interval
-        self.idle = idle_min
+    def __init__(
+        self, idle_min: float, idle_max: float, reply_interval: float, hot_max: float = 0.05
+    ) -> None:
+        self.idle = Backoff(idle_min, idle_max, hot_max=min(hot_max, idle_max))
+        self.reply_interval = reply_interval
         self.idle_waits = 0
         self.reply_waits = 0
 
     def sleep(self, seconds: float) -> None:
         if seconds == IDLE_WAIT:
             self.idle_waits += 1
-            time.sleep(self.idle)
-            self.idle = min(self.idle * 2, self.idle_max)
+            time.sleep(self.idle.next())
         elif seconds == REPLY_WAIT:
             self.reply_waits += 1
             time.sleep(self.reply_interval)
@@ -73,7 +99,7 @@ class _ShortWaits:
             time.sleep(seconds)
 
     def got_message(self) -> None:
-        self.idle = self.idle_min
+        self.idle.reset()
 
     def __getattr__(self, name: str) -> object:
         return getattr(time, name)

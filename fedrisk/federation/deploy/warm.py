@@ -64,7 +64,8 @@ class WarmExecutor:
     root_certificates : bytes, optional
         CA certificate (PEM) for a Runtime API served with TLS.
     min_interval, max_interval : float
-        Seconds between task polls right after a task, and the ceiling they back off to while idle.
+        Seconds between task polls right after a task, and the ceiling they back off to while idle
+        (within 10 s of a task the ceiling is 20 ms: a run is going on).
     """
 
     def __init__(
@@ -174,24 +175,23 @@ class WarmExecutor:
         from flwr.proto.runtime_pb2 import AcquireTaskRequest
         from flwr.supercore.constant import TaskType
 
-        from fedrisk.federation.deploy.polling import PollingUnsupported, shorten_clientapp_pulls
+        from fedrisk.federation.deploy.polling import Backoff, PollingUnsupported, shorten_clientapp_pulls
 
         try:
             shorten_clientapp_pulls()  # the task is claimable before its objects reach the SuperNode
         except PollingUnsupported as error:
             logger.warning("keeping Flower's object-pull back-off: %s", error)
         client = self._client()
-        interval = self.min_interval
+        backoff = Backoff(self.min_interval, self.max_interval, hot_max=min(0.02, self.max_interval))
         request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
         try:
             while not self._stop.is_set() and (max_tasks is None or self.tasks < max_tasks):
                 res = client.AcquireTask(request)
                 if res.HasField("task") and res.token:
                     self.run_task(res.token)
-                    interval = self.min_interval
+                    backoff.reset()
                     continue
-                self._stop.wait(interval)
-                interval = min(interval * 2, self.max_interval)
+                self._stop.wait(backoff.next())
         finally:
             client.close()
 
