@@ -50,8 +50,8 @@ import fedrisk
 from fedrisk.config.experiment import validate
 from fedrisk.data.setting import build_setting
 from fedrisk.deploy.experiment import SMALL_VERTICAL, compare_outcomes, federated_outcome, seconds_per_round
+from fedrisk.federation.deploy.engines import FederationEngine
 from fedrisk.federation.deploy.loopback import (
-    FederationEngine,
     LoopbackFederation,
     LoopbackOptions,
     tagged_pids,

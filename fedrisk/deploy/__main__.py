@@ -54,7 +54,8 @@ def _summary(report: dict, root: Path) -> str:
 
 def _loopback(args: argparse.Namespace) -> None:
     from fedrisk.deploy.experiment import run_experiment_on
-    from fedrisk.federation.deploy.loopback import LoopbackEngine, LoopbackOptions
+    from fedrisk.federation.deploy.engines import LoopbackEngine
+    from fedrisk.federation.deploy.loopback import LoopbackOptions
 
     config, raw = _config(args.config, args.set)
     root = args.outdir.resolve()

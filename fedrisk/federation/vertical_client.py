@@ -35,7 +35,7 @@ from fedrisk.data.preprocessing import HolderPreprocessor
 from fedrisk.federation.nodes import party_query_reply, read_party_table, resolve_party
 from fedrisk.models.split import make_bottom
 from fedrisk.models.split_holder import HolderBottom
-from fedrisk.protocol.psi import partner_rows
+from fedrisk.protocol.rosters import partner_rows
 from fedrisk.protocol.vertical import (  # noqa: F401 - the codecs' old home re-exports them
     RAW_STYPE,
     SCORE,

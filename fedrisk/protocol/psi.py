@@ -16,18 +16,17 @@ import math
 import multiprocessing
 import os
 import time
-import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import private_set_intersection.python as psi
 
 from fedrisk.core.errors import FedriskError
 from fedrisk.core.progress import report
+from fedrisk.protocol.rosters import shuffled_roster
 
 __all__ = [
     "Alignment",
@@ -35,9 +34,7 @@ __all__ = [
     "align_parties",
     "choose_fpr",
     "gcs_hash_range",
-    "partner_rows",
     "private_intersection",
-    "shuffled_roster",
 ]
 
 #: Target false-positive probability for a whole PSI query (not per item).
@@ -102,7 +99,7 @@ class Alignment:
     shared_ids : dict[str, np.ndarray]
         Partner -> ids the label holder shares with it, shuffled with the seed so the order tells the
         partner nothing; this is the list the label holder sends the partner. With ``fpr > 0`` it may
-        (rarely) hold an id the partner lacks: the partner drops it (see `partner_rows`).
+        (rarely) hold an id the partner lacks: the partner drops it (see `fedrisk.protocol.rosters.partner_rows`).
     transcripts : list[PsiTranscript]
         One per partner, in the order the partners were given.
     seconds : float
@@ -368,36 +365,3 @@ def align_parties(
         transcripts=[t for _, t in results],
         seconds=time.perf_counter() - start,
     )
-
-
-def shuffled_roster(ids: np.ndarray, partner: str, seed: int) -> np.ndarray:
-    """The shared ids in the order the label holder sends them to ``partner``.
-
-    Order hides nothing useful from the partner only if it is random; the stream is keyed by the
-    partner's name so a partner's list does not depend on which other partners take part. Every
-    alignment (in one process, or between nodes) orders rosters here, so they train alike.
-    """
-    rng = np.random.default_rng([seed, zlib.crc32(partner.encode())])
-    return ids[rng.permutation(len(ids))]
-
-
-def partner_rows(partner_ids: np.ndarray, requested_ids: np.ndarray) -> np.ndarray:
-    """Row positions in the partner's table of the ids the label holder asks it to compute for.
-
-    Parameters
-    ----------
-    partner_ids : np.ndarray
-        The partner's own ids, unique, in its table's row order.
-    requested_ids : np.ndarray
-        The ids the label holder sent (`Alignment.shared_ids` for this partner).
-
-    Returns
-    -------
-    np.ndarray
-        ``int64`` positions aligned with ``requested_ids``; ``-1`` for ids the partner does not hold
-        (PSI false positives, probability ``fpr`` per run). The partner drops those rows.
-    """
-    index = pd.Index(np.asarray(partner_ids))
-    if not index.is_unique:
-        raise FedriskError(_FIELD, "partner ids are not unique", "give one row per firm")
-    return index.get_indexer(np.asarray(requested_ids)).astype(np.int64, copy=False)

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from fedrisk.core.jsonio import atomic_write_bytes
-from fedrisk.protocol.psi import Alignment, PsiTranscript, align_parties, shuffled_roster
+from fedrisk.protocol.psi import Alignment, PsiTranscript, align_parties
+from fedrisk.protocol.rosters import shuffled_roster
 
 __all__ = ["cached_alignment", "plan_order"]
 

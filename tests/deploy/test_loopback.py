@@ -25,10 +25,9 @@ from fedrisk.data.setting import build_setting
 from fedrisk.deploy.experiment import SMALL_VERTICAL, compare_outcomes, federated_outcome, run_experiment_on
 from fedrisk.federation.deploy import psi as node_psi
 from fedrisk.federation.deploy.certificates import make_server_certificates
+from fedrisk.federation.deploy.engines import FederationEngine, LoopbackEngine
 from fedrisk.federation.deploy.loopback import (
     DeploymentError,
-    FederationEngine,
-    LoopbackEngine,
     LoopbackFederation,
     LoopbackOptions,
     listening_ports,

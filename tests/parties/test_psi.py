@@ -17,9 +17,9 @@ from fedrisk.protocol.psi import (
     align_parties,
     choose_fpr,
     gcs_hash_range,
-    partner_rows,
     private_intersection,
 )
+from fedrisk.protocol.rosters import partner_rows
 
 
 def _random_ids(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -14,7 +14,7 @@ filter and its re-encrypted answer) travel, through the label holder's ServerApp
    learns the label holder's set size, exactly as in simulation: docs/psi.md).
 
 The ServerApp then keeps only its applicants, in applicant order, and shuffles each list with the run's
-seed exactly as `align_parties` does (`fedrisk.protocol.psi.shuffled_roster`), so training sees the same
+seed exactly as `align_parties` does (`fedrisk.protocol.rosters.shuffled_roster`), so training sees the same
 rosters as in simulation. Each step is sharded over the node's CPUs (`fedrisk.protocol.psi_roles`).
 """
 
@@ -35,7 +35,8 @@ from fedrisk.federation.nodes import party_nodes, read_party_table, resolve_part
 from fedrisk.federation.vertical_client import SEED_KEY, VERTICAL_CONFIG_KEY, from_array, to_array
 from fedrisk.federation.vertical_server import LABEL_HOLDER_KEY, OUTPUT_DIR_KEY, PLAN_KEY, Plan
 from fedrisk.protocol import psi_roles
-from fedrisk.protocol.psi import _SAME_ID_FIX, _validated_ids, shuffled_roster
+from fedrisk.protocol.psi import _SAME_ID_FIX, _validated_ids
+from fedrisk.protocol.rosters import shuffled_roster
 
 #: Run-config key: ``"nodes"`` = the ServerApp aligns the holders by PSI messages before training.
 PSI_KEY = "vertical-psi"

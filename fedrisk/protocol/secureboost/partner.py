@@ -16,7 +16,7 @@ from fedrisk.models.gbdt.binning import Binner
 from fedrisk.models.gbdt.histogram import go_left, histograms, node_slots
 from fedrisk.protocol import paillier
 from fedrisk.protocol.paillier_pool import CipherWorkers
-from fedrisk.protocol.psi import partner_rows
+from fedrisk.protocol.rosters import partner_rows
 from fedrisk.protocol.secureboost.messages import (
     DecisionReply,
     DecisionRequest,
