@@ -46,7 +46,7 @@ def test_protections_that_apply_are_accepted(data):
         ),
         (_vertical(protection="he", noise_multiplier=2.0), "federation.vertical.noise_multiplier", "'noise'"),
         (_vertical(label_dp_epsilon=1.0), "federation.vertical.label_dp_epsilon", "'label_dp'"),
-        (_vertical(protection="he", he_key_bits=512), "federation.vertical.he_key_bits", "8192"),
+        (_vertical(protection="he", he_key_bits=4096), "federation.vertical.he_key_bits", "8192"),
         (
             _vertical(protection="he", he_scheme="paillier", he_key_bits=8192),
             "federation.vertical.he_key_bits",

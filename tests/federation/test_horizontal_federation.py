@@ -146,9 +146,9 @@ def test_ray_backend_runs_the_same_apps(small, plain, tmp_path):
 
 def test_patience_stops_the_rounds_and_epochs_cap_them(small, tmp_path):
     banks, splits = small
-    # min_delta larger than any loss: only round 1 "improves", so patience (3 epochs = 2 rounds of 2) stops
+    # min_delta 1.0 is more than any later improvement of a BCE loss that starts below 1: only round 1 "improves", so patience (3 epochs = 2 rounds of 2) stops
     # the run after round 3 of 5
-    train = TrainConfig(lr=0.01, batch_size=256, epochs=10, patience=3, min_delta=10.0)
+    train = TrainConfig(lr=0.01, batch_size=256, epochs=10, patience=3, min_delta=1.0)
     hcfg = HorizontalConfig(rounds=5, local_epochs=2)
     out = run_horizontal(banks, splits, "logistic", train, hcfg, "inprocess", tmp_path / "p", seed=7)
     assert [r["round"] for r in out.history] == [1, 2, 3]
