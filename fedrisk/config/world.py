@@ -152,6 +152,11 @@ class MultiBankKnobs(_Knobs):
         Standard deviation of a per-bank, per-field multiplier on how the field reflects a firm's health
         (bank-specific credit policy: one bank prices risk into its rate or demands collateral from weak
         firms, another does not), so the same feature predicts default differently at each bank.
+    profile_seed : int or None
+        Seed of everything that describes a bank rather than its customers (market share, portfolio
+        preferences, feature shift, credit policy): with it, ``bank_3`` is the same lender in every seed of an
+        experiment (only firms and outcomes are redrawn), so per-bank results can be averaged over seeds.
+        None = each seed draws new banks.
     label_dpd : list of int
         Days past due that count as default, bank by bank in turn (``[90, 60]``: bank_1 90, bank_2 60, ...).
         60 or 30 days also count short liquidity squeezes, so those banks see more defaults, driven partly
@@ -200,12 +205,23 @@ class MultiBankKnobs(_Knobs):
         le=3.0,
         description="SD of a per-bank, per-feature multiplier on the feature's link to health (concept shift).",
     )
+    profile_seed: int | None = Field(
+        None,
+        ge=0,
+        lt=2**32,
+        description="Seed of the banks' profiles (shares, portfolios, policy, measurement): the same lenders in "
+        "every seed; empty = drawn from each seed.",
+    )
     label_dpd: list[Literal[30, 60, 90]] = Field(
         default_factory=lambda: [90],
         min_length=1,
         max_length=50,
         description="Days past due counted as default, bank by bank in turn (e.g. [90, 60]).",
     )
+
+    def profile_rng(self, stream: int) -> np.random.Generator | None:
+        """A generator for one kind of bank-profile draw when ``profile_seed`` is set, else None."""
+        return None if self.profile_seed is None else np.random.default_rng([self.profile_seed, stream])
 
     def concentration(self, axis: str) -> float:
         """The Dirichlet concentration of one preference axis (``region``, ``sector`` or ``risk``)."""

@@ -44,13 +44,14 @@ def bank_features(
     n_banks: int,
     rng: np.random.Generator,
     concept: np.ndarray | None = None,
+    profile_rng: np.random.Generator | None = None,
 ) -> pd.DataFrame:
     """Bank-view features for the relationships ``(firms[i], bank[i])``; one row per relationship.
 
     ``feature_shift`` draws, per bank and field, a latent offset with that SD (banks measure and price
     differently); ``concept`` (``n_banks x len(BANK_NUMERIC_FEATURES)``, default all ones) multiplies each
     field's link to the firm's health per bank (credit policy: the same field predicts differently).
-    The same schema holds at every bank.
+    The same schema holds at every bank. ``profile_rng`` (fixed lenders) draws the offsets instead of ``rng``.
     """
     m = len(firms)
     # the bank's view of a firm's health carries one shared error per factor, so adding fields cannot
@@ -60,7 +61,9 @@ def bank_features(
     size = state.traits.size_class[firms].astype(float)
     age = state.traits.age_years[firms]
     drift = state.drift[firms]
-    offsets = rng.normal(0.0, feature_shift, size=(n_banks, len(BANK_NUMERIC_FEATURES)))[bank]
+    offsets = (profile_rng or rng).normal(0.0, feature_shift, size=(n_banks, len(BANK_NUMERIC_FEATURES)))[
+        bank
+    ]
     policy = np.ones_like(offsets) if concept is None else concept[bank]
 
     def latent(column: str, loadings: float | np.ndarray, noise_sd: float) -> np.ndarray:

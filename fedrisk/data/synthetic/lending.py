@@ -85,11 +85,12 @@ def draw_lending(
 
     quintile = np.searchsorted(np.quantile(own_health, [0.2, 0.4, 0.6, 0.8]), own_health)
     segments = [*segments, (quintile, HEALTH_BUCKETS, knobs.concentration("risk"))]
-    log_pref = np.log(_floored(rng.dirichlet(np.full(n_banks, knobs.size_concentration))))[None, :]
+    profile = knobs.profile_rng(1) or rng  # the banks' shares and preferences: fixed lenders if asked
+    log_pref = np.log(_floored(profile.dirichlet(np.full(n_banks, knobs.size_concentration))))[None, :]
     log_pref = np.repeat(log_pref, len(firms), axis=0)
     for codes, n_categories, concentration in segments:
         # (n_banks, n_categories) preferences; column-normalising keeps every segment served by some bank
-        pref = _floored(rng.dirichlet(np.full(n_categories, concentration), size=n_banks))
+        pref = _floored(profile.dirichlet(np.full(n_categories, concentration), size=n_banks))
         pref = pref / pref.sum(axis=0, keepdims=True)
         log_pref += np.log(pref.T[codes[firms]])
     order = np.argsort(-(log_pref + rng.gumbel(size=log_pref.shape)), axis=1)

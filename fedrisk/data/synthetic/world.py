@@ -270,7 +270,7 @@ def _bank_tables(
         config.n_banks,
         len(BANK_NUMERIC_FEATURES),
         config.banks.concept_shift if several else 0.0,
-        rngs["hetero"],
+        config.banks.profile_rng(3) or rngs["hetero"],
     )
     features = bank_features(
         state,
@@ -281,6 +281,7 @@ def _bank_tables(
         config.n_banks,
         rngs["bank"],
         concept,
+        config.banks.profile_rng(2),
     )
     approved = past_approvals(
         state.factors.financial[lending.firm],
