@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from fedrisk.config.model import TrainConfig
+from fedrisk.config.personalization import PersonalConfig, Personalization
 from fedrisk.core.errors import FedriskError
 
 STRATEGY_NAMES = (
@@ -252,6 +253,10 @@ class HorizontalConfig(BaseModel):
         Keep the global model of the round with the lowest federated validation loss, or the last one.
     secagg : SecAggConfig
     dp : DPConfig
+    personalization : {"none", "finetune", "ditto", "clustered"}, default="none"
+        Also give each bank a personalised model (the method ``personalized``); see
+        `fedrisk.config.personalization`.
+    personal : PersonalConfig
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -275,6 +280,10 @@ class HorizontalConfig(BaseModel):
     )
     secagg: SecAggConfig = Field(default_factory=SecAggConfig)
     dp: DPConfig = Field(default_factory=DPConfig)
+    personalization: Personalization = Field(
+        "none", description="none | finetune | ditto | clustered: each bank also gets a personalised model."
+    )
+    personal: PersonalConfig = Field(default_factory=PersonalConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -308,6 +317,11 @@ class HorizontalConfig(BaseModel):
             raise ValueError(
                 f"dp.mode = '{self.dp.mode}' clips each bank's update on the server, which SecAgg+ hides "
                 "(the server sees only the sum); use 'client-fixed' or 'client-adaptive' with SecAgg+"
+            )
+        if self.personalization == "clustered" and (self.secagg.enabled or self.dp.active):
+            raise ValueError(
+                "personalization = 'clustered' clusters the banks by their individual updates, which SecAgg+ "
+                "hides and DP does not cover; use 'finetune' or 'ditto' (they never share the personal model)"
             )
         if self.keep == "best" and self.fraction_evaluate == 0:
             raise ValueError(

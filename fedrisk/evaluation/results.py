@@ -71,6 +71,7 @@ def finalize(
         "seeds": list(config.seeds),
         "methods": head["methods"],
         "uplift": head["uplift"],
+        **{key: head[key] for key in head if key.startswith("uplift_")},  # e.g. uplift_personalized
         "parties": head["parties"],
         "data": head["data"],
         "cost": {**head["cost"], "session_wall_seconds": session_seconds},
