@@ -19,7 +19,7 @@ import pandas as pd
 
 from fedrisk.config.horizontal import HorizontalJob
 from fedrisk.core.errors import FedriskError
-from fedrisk.data.outcome import ScoredSet
+from fedrisk.data.outcome import ScoredSet, ScoreKey
 from fedrisk.data.table import PartyTable
 from fedrisk.federation.backends import read_completion, run_federation
 from fedrisk.federation.personalization import (
@@ -41,7 +41,7 @@ class PersonalOutcome:
     Parameters
     ----------
     scores : dict
-        ``"<bank>/<split>"`` -> `ScoredSet` of the bank's kept model on its held-out applicants.
+        ``ScoreKey(bank, split)`` -> `ScoredSet` of the bank's kept model on its held-out applicants.
     reports : dict
         Per bank: ``model`` ("personal" or "global"), ``fallback`` (why it could not personalise, if so),
         validation losses, fine-tuning epochs kept, cluster.
@@ -49,7 +49,7 @@ class PersonalOutcome:
         ``clustered`` only: each cluster's banks and the FedAvg round kept.
     """
 
-    scores: dict[str, ScoredSet] = field(default_factory=dict)
+    scores: dict[ScoreKey, ScoredSet] = field(default_factory=dict)
     reports: dict[str, dict] = field(default_factory=dict)
     clusters: list[dict] = field(default_factory=list)
     silhouette: float | None = None
@@ -83,7 +83,7 @@ def run_personalization(
     )
     marker = read_completion(out_dir)
     history = json.loads((out_dir / HISTORY_FILE).read_text())
-    scores: dict[str, ScoredSet] = {}
+    scores: dict[ScoreKey, ScoredSet] = {}
     train_scores = []
     for name, bank in banks.items():
         # the bank's scoring step: its kept model and the encoder it reads (its own normalisation, if tuned)
@@ -103,7 +103,7 @@ def run_personalization(
             if split == "train":
                 train_scores.append(p)
             else:
-                scores[f"{name}/{split}"] = ScoredSet(np.asarray(ids), bank.label[pos], p)
+                scores[ScoreKey(name, split)] = ScoredSet(np.asarray(ids), bank.label[pos], p)
     return PersonalOutcome(
         scores=scores,
         reports=history["reports"],

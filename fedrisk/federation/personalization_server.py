@@ -29,7 +29,7 @@ from sklearn.metrics import silhouette_score
 
 from fedrisk.config.horizontal import HorizontalJob
 from fedrisk.config.personalization import PersonalConfig
-from fedrisk.federation.channel import DelegatingGrid
+from fedrisk.federation.grids import DelegatingGrid
 from fedrisk.federation.horizontal_server import PREP_FILE, load_global_model
 from fedrisk.federation.personalization import (
     ARRAYS,
@@ -48,6 +48,8 @@ GLOBAL_DIR_KEY = "global-dir"
 """Run-config key: the directory where the global run's server wrote its model and encoder."""
 MIN_SILHOUETTE = 0.1
 """Below this silhouette no split of the banks is clear enough: ``auto`` keeps one cluster."""
+MIN_SPLIT_DISTANCE = 0.5
+"""Nor when banks of different clusters still point the same way (mean cosine distance below this)."""
 
 
 class SubsetGrid(DelegatingGrid):
@@ -100,7 +102,8 @@ def cluster_banks(
         score = float(silhouette_score(distance, labels, metric="precomputed"))
         if best_score is None or score > best_score:
             best_labels, best_score = labels, score
-    if best_score is None or best_score < MIN_SILHOUETTE:
+    apart = distance[best_labels[:, None] != best_labels[None, :]]
+    if best_score is None or best_score < MIN_SILHOUETTE or apart.mean() < MIN_SPLIT_DISTANCE:
         best_labels = np.zeros(len(nodes), dtype=int)
     return dict(zip(nodes, best_labels.tolist(), strict=True)), best_score
 

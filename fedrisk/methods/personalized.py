@@ -24,6 +24,13 @@ class PersonalizationFallback(UserWarning):
 def check_personalization(config: ExperimentConfig, topology: str) -> None:
     """Reject a personalisation that does not apply, before any work starts."""
     mode = config.federation.horizontal.personalization
+    if mode != "none" and config.model.kind not in ("logistic", "mlp"):
+        raise FedriskError(
+            "federation.horizontal.personalization",
+            f"'{mode}' personalises logistic and MLP models; model.kind = '{config.model.kind}' has no "
+            "personalised variant yet",
+            "set personalization = 'none' or model.kind = 'logistic' / 'mlp'",
+        )
     if mode != "none" and topology != "horizontal":
         raise FedriskError(
             "federation.horizontal.personalization",

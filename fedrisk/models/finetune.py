@@ -136,6 +136,7 @@ def choose_epochs(
     Each fold starts from ``start`` recalibrated on the fold's training rows, so epoch 0 is the shared
     model with this holder's calibration, and later epochs must improve more than calibration to win.
     """
+    torch.set_num_threads(cfg.num_threads)  # tiny models: more threads only contend
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
     total = np.zeros(cfg.epochs + 1)
     for k, (fit, held) in enumerate(splitter.split(X, y)):
