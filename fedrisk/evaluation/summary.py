@@ -77,10 +77,19 @@ def _headline_sets(
 
 
 def summarize_point(
-    units: Sequence[Unit], methods: Sequence[str], n_boot: int, level: float, approval_rate: float = 0.8
+    units: Sequence[Unit],
+    methods: Sequence[str],
+    n_boot: int,
+    level: float,
+    approval_rate: float = 0.8,
+    split: str = HEADLINE_SPLIT,
+    with_parties: bool = True,
 ) -> dict:
-    """The contract's ``methods``, ``uplift`` and ``parties`` blocks for one sweep point."""
-    per_seed = [_headline_sets(u, methods) for u in units]
+    """The contract's ``methods``, ``uplift`` and ``parties`` blocks for one sweep point.
+
+    ``split`` = ``"oot"`` gives the same blocks on the out-of-time applicants; ``with_parties`` = False
+    skips the per-party blocks (and their bootstraps)."""
+    per_seed = [_headline_sets(u, methods, split) for u in units]
     reps = bootstrap_ks_auc(per_seed, n_boot=n_boot) if n_boot > 0 else {}
 
     cache: dict[tuple[int, str, str], dict[str, float]] = {}
@@ -117,7 +126,7 @@ def summarize_point(
     if "personalized" in present and "siloed" in present:  # personalised federation beside federated
         out["uplift_personalized"] = _uplift(seed_values, reps, level, "personalized")
     parties = sorted({p for scored in per_seed for p in scored})
-    if len(parties) > 1:
+    if len(parties) > 1 and with_parties:
         for party in parties:
             party_sets = [{party: s[party]} for s in per_seed if party in s]
             party_reps = bootstrap_ks_auc(party_sets, n_boot=n_boot, seed=7) if n_boot > 0 else {}
