@@ -37,7 +37,7 @@ class PersonalConfig(BaseModel):
         one with the lowest k-fold cross-validated loss on the bank's training and validation rows.
     folds : int, default=5
         Folds of that cross-validation (a bank's validation split alone is too small to choose on).
-    patience : int, default=5
+    patience : int, default=3
         Each fold stops after this many epochs without a validation gain (0 = never stop early).
     select : {"auc", "loss"}, default="auc"
         What that cross-validation minimises: ``1 - AUC`` (ranking, what KS measures; the kept model is
@@ -63,7 +63,7 @@ class PersonalConfig(BaseModel):
     epochs: int = Field(30, ge=1, le=1000, description="Most local fine-tuning epochs (chosen by k-fold CV).")
     folds: int = Field(5, ge=2, le=20, description="Folds of the cross-validation that picks the epochs.")
     patience: int = Field(
-        5,
+        3,
         ge=0,
         le=1000,
         description="A fold stops fine-tuning after this many epochs without gain (0 = never).",
