@@ -37,6 +37,8 @@ def test_splits_parquet_has_one_split_per_firm_across_banks(tmp_path):
     # the file is what the methods used: every scored test applicant is a test row of its bank
     (unit,) = [u for u in load_units(root, [({}, config)], ("siloed",)) if u.seed == 1]
     for key, scored in unit.outcomes["siloed"].scores.items():
-        bank, split = key.party, key.split
-        recorded = splits.query("seed == 1 and party == @bank and split == @split")["id"]
+        recorded = splits[
+            (splits["seed"] == 1) & (splits["party"] == key.party) & (splits["split"] == key.split)
+        ]
+        recorded = recorded["id"]
         np.testing.assert_array_equal(np.sort(scored.ids.astype(str)), np.sort(recorded.to_numpy(str)))
