@@ -119,6 +119,16 @@ def split_firms(
     return out
 
 
+def check_accepted_only(source: str, accepted_only: bool) -> None:
+    """``split.accepted_only`` needs the banks' past decisions, which only the synthetic world records."""
+    if accepted_only and source == "tables":
+        raise FedriskError(
+            "split.accepted_only",
+            "real tables carry no record of the banks' past approval decisions",
+            "set split.accepted_only = false, or use the synthetic world",
+        )
+
+
 def split_applicants(
     table: PartyTable, test_fraction: float, val_fraction: float, seed: int, out_of_time: bool = True
 ) -> dict[str, np.ndarray]:

@@ -143,6 +143,9 @@ def preflight(config: ExperimentConfig, raw: dict | None = None) -> None:
     from fedrisk.methods.personalized import check_personalization
 
     check_personalization(config, topology)
+    from fedrisk.data.splits import check_accepted_only
+
+    check_accepted_only(config.data.source, config.split.accepted_only)
     for point in points:
         if point.federation.horizontal.strategy_params:
             from fedrisk.federation.strategies import check_params

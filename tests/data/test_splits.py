@@ -97,3 +97,12 @@ def test_accepted_only_without_recorded_decisions_names_the_key(banks):
     bare = PartyTable(banks[0].name, banks[0].ids, banks[0].features, banks[0].label, banks[0].cohort)
     with pytest.raises(FedriskError, match="split.accepted_only"):
         split_firms([bare], 0.3, 0.15, seed=0, accepted_only=True)
+
+
+def test_accepted_only_on_real_tables_is_refused_before_work_starts(vertical_tables):
+    from fedrisk.config.experiment import load_config
+    from fedrisk.methods.registry import preflight
+
+    config, _ = load_config(vertical_tables / "config.toml", ["split.accepted_only=true"])
+    with pytest.raises(FedriskError, match="split.accepted_only"):
+        preflight(config)
