@@ -12,26 +12,38 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from fedrisk.evaluation.banks import UPLIFT_KEYS, verdict
 from fedrisk.report.fmt import fmt_ci, md_table
 from fedrisk.report.party_plots import banks_by_size
 from fedrisk.report.style import dig, method_color, new_figure, styled
 
-VERDICT_TEXT = {"pays": "yes", "costs": "no (loses)", "unclear": "unclear", None: "–"}
-
-
 def _gain_methods(parties: Mapping[str, Mapping]) -> list[str]:
     return [m for m, key in UPLIFT_KEYS.items() if any(key in block for block in parties.values())]
 
 
 def _pays(block: Mapping, gain_methods: Sequence[str]) -> str:
-    """The best verdict any federated method earns for this bank (personalised or not)."""
-    found = [verdict(dig(block, UPLIFT_KEYS[m], "ks_points")) for m in gain_methods]
+    """The best verdict any federated method earns for this bank, and which method loses, if one does."""
+    found = dict(
+        zip(
+            gain_methods,
+            [verdict(dig(block, UPLIFT_KEYS[m], "ks_points")) for m in gain_methods],
+            strict=True,
+        )
+    )
+    losing = [m for m, v in found.items() if v == "costs"]
     for answer in ("pays", "unclear", "costs"):
-        if answer in found:
-            best = [m for m, v in zip(gain_methods, found, strict=True) if v == answer]
-            return f"{VERDICT_TEXT[answer]} ({', '.join(best)})" if answer != "unclear" else "unclear"
+        chosen = [m for m, v in found.items() if v == answer]
+        if chosen:
+            text = {
+                "pays": f"yes ({', '.join(chosen)})",
+                "unclear": "unclear",
+                "costs": f"no ({', '.join(chosen)} loses)",
+            }[answer]
+            if answer != "costs" and losing:
+                text += f"; {', '.join(losing)} loses"
+            return text
     return "–"
 
 
@@ -131,6 +143,9 @@ def uplift_vs_size(parties: Mapping[str, Mapping], caption: str) -> Figure | Non
         )
     ax.axhline(0, color="#444444", lw=1, ls="--")
     ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _pos: f"{v:,.0f}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("bank size: test applicants per seed (log scale)")
     ax.set_ylabel("KS gain on the bank's own applicants")
     ax.legend(frameon=False, loc="best")
