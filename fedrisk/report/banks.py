@@ -19,6 +19,7 @@ from fedrisk.report.fmt import fmt_ci, md_table
 from fedrisk.report.party_plots import banks_by_size
 from fedrisk.report.style import dig, method_color, new_figure, styled
 
+
 def _gain_methods(parties: Mapping[str, Mapping]) -> list[str]:
     return [m for m, key in UPLIFT_KEYS.items() if any(key in block for block in parties.values())]
 
