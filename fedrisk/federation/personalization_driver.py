@@ -91,9 +91,7 @@ def run_personalization(
         model = make_model(job.model_kind, encoder.n_features_out_, job.hidden, job.dropout)
         load_arrays(model, load_personal_model(party_dirs[name]))
         index = pd.Index(bank.ids)
-        for split, ids in splits[name].items():
-            if split == "val":
-                continue
+        for split, ids in splits[name].items():  # val too: approval thresholds are chosen on it
             pos = index.get_indexer(ids)
             if (pos < 0).any():
                 raise FedriskError(

@@ -12,12 +12,12 @@ import warnings
 from pathlib import Path
 
 from fedrisk.config import ExperimentConfig
-from fedrisk.core.errors import FedriskError
+from fedrisk.core.errors import FedriskError, FedriskWarning
 from fedrisk.data.outcome import MethodOutcome
 from fedrisk.data.setting import Setting
 
 
-class PersonalizationFallback(UserWarning):
+class PersonalizationFallback(FedriskWarning):
     """A bank keeps the global model because it has too few defaults to personalise."""
 
 
@@ -79,7 +79,8 @@ def personalized_horizontal(
     for bank, report in sorted(personal.reports.items()):
         if report.get("fallback"):
             warnings.warn(
-                f"{bank} keeps the global model (seed {seed}): {report['fallback']}",
+                f"federation.horizontal.personal.min_defaults: {bank} keeps the global model (seed {seed}): "
+                f"{report['fallback']}",
                 PersonalizationFallback,
                 stacklevel=2,
             )

@@ -17,6 +17,7 @@ def test_splits_parquet_has_one_split_per_firm_across_banks(tmp_path):
         "seeds": [0, 1],
         "world": {"n_firms": 5000, "n_banks": 3, "banks": {"multi_head_rate": 0.5}},
         "training": {"epochs": 3},
+        "federation": {"horizontal": {"rounds": 3}},
         "evaluation": {"n_bootstrap": 0},
         "runner": {"workers": 1},
     }
