@@ -19,7 +19,6 @@ from fedrisk.report.fmt import fmt_ci, md_table
 from fedrisk.report.party_plots import banks_by_size
 from fedrisk.report.style import dig, method_color, new_figure, styled
 
-
 BANK_METHODS = ("siloed", "federated", "personalized", "centralized")
 """The methods the per-bank table compares."""
 
