@@ -176,6 +176,14 @@ def print_summary(results: dict) -> None:
                 f"[bold red]warning:[/] {method} has AUC below 0.5: it ranks applicants backwards "
                 "(check training settings such as training.lr and training.weight_decay)"
             )
+    later = (results.get("out_of_time") or {}).get("methods") or {}
+    if later:  # credit models are validated on later applicants: that KS beside the in-time one
+        drift = _table("KS out of time (later applicants) beside in time")
+        for column in ("method", "KS in time", "KS out of time"):
+            drift.add_column(column, justify="left" if column == "method" else "right", no_wrap=True)
+        for method, block in results["methods"].items():
+            drift.add_row(method, _fmt(block["ks"]), _fmt((later.get(method) or {}).get("ks")))
+        console.print(drift)
     uplift = results.get("uplift") or {}
     if uplift:
         rel = uplift["ks_relative"]
@@ -189,6 +197,13 @@ def print_summary(results: dict) -> None:
             up.add_column(column, justify="right", no_wrap=True)
         up.add_row(rel_text, _fmt(uplift["ks_points"]), _fmt(uplift["auc_points"]))
         console.print(up)
+        personal = results.get("uplift_personalized")
+        if personal:  # each bank's own fine-tuned model: per bank in results.json parties and the report
+            own = _table("uplift of personalized over siloed")
+            for column in ("KS points", "AUC points"):
+                own.add_column(column, justify="right", no_wrap=True)
+            own.add_row(_fmt(personal["ks_points"]), _fmt(personal["auc_points"]))
+            console.print(own)
         protection = results.get("label_protection")
         if protection:
             from fedrisk.report.fmt import protection_sentence

@@ -94,12 +94,20 @@ PROBES: dict[str, tuple[str, Any] | tuple[str, Any, dict]] = {
             "world.banks.size_concentration": 0.3,
             "world.banks.mix_concentration": 0.5,
             "world.banks.feature_shift": 1.0,
+            "world.banks.region_concentration": 0.2,
+            "world.banks.sector_concentration": 0.2,
+            "world.banks.risk_concentration": 0.2,
+            "world.banks.concept_shift": 1.0,
+            "world.banks.profile_seed": 3,
+            "world.banks.label_dpd": [60],
         }.items()
     },
+    "world.bank.past_approval_rate": ("split", 0.5, {"split": {"accepted_only": True}}),
     # splits
     "split.test_fraction": ("split", 0.4),
     "split.val_fraction": ("split", 0.3),
     "split.out_of_time": ("split", False, {"world": {"n_firms": 3000, "out_of_time": {"fraction": 0.25}}}),
+    "split.accepted_only": ("split", True),
     # data
     "data.source": (
         "test:tests/runner/test_runner.py::test_baselines_run_writes_contract_keys_and_pooled_beats_bank",
@@ -205,6 +213,13 @@ PROBES: dict[str, tuple[str, Any] | tuple[str, Any, dict]] = {
     ),
 }
 SECAGG = {**HORIZONTAL, "federation": {"horizontal": {"secagg": {"enabled": True}}}}
+PERSONAL = {
+    **HORIZONTAL,
+    "world": {"n_firms": 3000, "n_banks": 3, "banks": {"concept_shift": 1.0}},
+    "federation": {
+        "horizontal": {"personalization": "finetune", "personal": {"epochs": 12, "folds": 3, "lr": 0.05}}
+    },
+}
 DP = {
     **HORIZONTAL,
     "federation": {
@@ -280,6 +295,36 @@ PROBES.update(
                 **HORIZONTAL,
                 "federation": {"horizontal": {"dp": {"mode": "server-fixed", "target_epsilon": "inf"}}},
             },
+        ),
+        "federation.horizontal.personalization": ("hrun:personalized", "clustered", PERSONAL),
+        **{
+            f"federation.horizontal.personal.{k}": ("hrun:personalized", v, PERSONAL)
+            for k, v in {
+                "epochs": 1,
+                "folds": 2,
+                "patience": 1,
+                "select": "loss",
+                "lr": 0.2,
+                "min_defaults": 100_000,
+            }.items()
+        },
+        "federation.horizontal.personal.ditto_lambda": (
+            "hrun:personalized",
+            100.0,
+            {**PERSONAL, "federation": {"horizontal": {"personalization": "ditto"}}},
+        ),
+        "federation.horizontal.personal.cluster_rounds": (
+            "hrun:personalized",
+            1,
+            {**PERSONAL, "federation": {"horizontal": {"personalization": "clustered"}}},
+        ),
+        "federation.horizontal.personal.clusters": (
+            "test:tests/federation/test_personalization.py::test_banks_cluster_by_the_direction_of_their_updates",
+            None,
+        ),
+        "federation.horizontal.personal.max_clusters": (
+            "test:tests/federation/test_personalization.py::test_banks_cluster_by_the_direction_of_their_updates",
+            None,
         ),
         "federation.horizontal.dp.delta": ("hrun:federated", 1e-3, DP),
         "federation.horizontal.dp.clipping_norm": ("hrun:federated", 0.01, DP),

@@ -32,6 +32,8 @@ def _results(methods: list[str]) -> dict:
             "ks_points": _block(0.085),
             "auc_points": _block(0.059),
         },
+        "uplift_personalized": {"ks_points": _block(0.091), "auc_points": _block(0.061)},
+        "out_of_time": {"methods": {m: {"ks": _block(0.291)} for m in methods}},
         "cost": {"wall_seconds": 145.4, "session_wall_seconds": 92.1, "bytes_sent": 13.4e6, "epsilon": None},
         "complete": True,
     }
@@ -46,8 +48,10 @@ def test_summary_fits_80_columns_and_shows_the_wall_time_waited(monkeypatch):
     lines = text.splitlines()
     assert max(len(line.rstrip()) for line in lines) <= 80
     for method in methods:  # each method's three "mean [lo, hi]" cells on its own single line
-        (row,) = [line for line in lines if line.startswith(method)]
+        (row, later) = [line for line in lines if line.startswith(method)]
         assert row.count("[") == 3 and row.count("]") == 3, row
+        assert later.count("[") == 2 and "0.291 [0.256, 0.326]" in later, later  # out of time beside in time
+    assert "0.091 [0.056, 0.126]" in text  # personalized over siloed
     assert "+26.7% [+17.8%, +37.9%]" in text
     assert "92.1 s wall clock" in text and "145.4 s compute" in text
 

@@ -287,7 +287,7 @@ def _flower_recipe(
     With DP: the run's own client-level DP section if active, else Flower's server-side fixed clipping
     at ``dp_cfg``'s noise multiplier or target ε (clipping norm ``max_grad_norm``, δ ``delta``).
     """
-    from fedrisk.config.horizontal import DPConfig
+    from fedrisk.config.horizontal_protection import DPConfig
     from fedrisk.federation.horizontal import run_horizontal
 
     hcfg = config.federation.horizontal

@@ -76,6 +76,11 @@ class SplitConfig(_Section):
     out_of_time: bool = Field(
         True, description="Score the later cohort (if the data has one) as a separate 'oot' test split."
     )
+    accepted_only: bool = Field(
+        False,
+        description="Train and validate only on applicants the bank's past policy approved (the test still "
+        "covers everyone): shows the selection bias of learning from approvals. Synthetic world only.",
+    )
 
 
 class FederationConfig(_Section):

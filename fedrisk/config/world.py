@@ -6,6 +6,8 @@ except documented structural constants (sector list, province weights, feature f
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -60,6 +62,12 @@ class BankKnobs(HolderKnobs):
     )
     missing_rate: float = Field(
         0.02, ge=0.0, le=0.9, description="Missing probability of a numeric bank field for an average firm."
+    )
+    past_approval_rate: float = Field(
+        0.7,
+        gt=0.0,
+        le=1.0,
+        description="Share of its applicants a bank's past credit policy approved (split.accepted_only).",
     )
 
 
@@ -136,6 +144,23 @@ class MultiBankKnobs(_Knobs):
         (small = very different portfolios and default rates, large = near-IID banks).
     feature_shift : float
         Standard deviation of a per-bank, per-feature offset in the latent scale (bank-specific measurement).
+    region_concentration, sector_concentration, risk_concentration : float or None
+        Per-axis Dirichlet concentrations of the banks' preferences over region types (regional banks),
+        sectors (sector specialists) and own-health quintiles (risk appetite, hence bad rate); None = use
+        ``mix_concentration``.
+    concept_shift : float
+        Standard deviation of a per-bank, per-field multiplier on how the field reflects a firm's health
+        (bank-specific credit policy: one bank prices risk into its rate or demands collateral from weak
+        firms, another does not), so the same feature predicts default differently at each bank.
+    profile_seed : int or None
+        Seed of everything that describes a bank rather than its customers (market share, portfolio
+        preferences, feature shift, credit policy): with it, ``bank_3`` is the same lender in every seed of an
+        experiment (only firms and outcomes are redrawn), so per-bank results can be averaged over seeds.
+        None = each seed draws new banks.
+    label_dpd : list of int
+        Days past due that count as default, bank by bank in turn (``[90, 60]``: bank_1 90, bank_2 60, ...).
+        60 or 30 days also count short liquidity squeezes, so those banks see more defaults, driven partly
+        by liquidity rather than solvency.
     """
 
     multi_head_rate: float = Field(
@@ -156,16 +181,63 @@ class MultiBankKnobs(_Knobs):
     feature_shift: float = Field(
         0.0, ge=0.0, le=3.0, description="SD of a per-bank, per-feature latent offset (feature shift)."
     )
+    region_concentration: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e4,
+        description="Dirichlet concentration of region preference; empty = mix_concentration.",
+    )
+    sector_concentration: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e4,
+        description="Dirichlet concentration of sector preference; empty = mix_concentration.",
+    )
+    risk_concentration: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e4,
+        description="Dirichlet concentration of risk appetite (bad rate); empty = mix_concentration.",
+    )
+    concept_shift: float = Field(
+        0.0,
+        ge=0.0,
+        le=3.0,
+        description="SD of a per-bank, per-feature multiplier on the feature's link to health (concept shift).",
+    )
+    profile_seed: int | None = Field(
+        None,
+        ge=0,
+        lt=2**32,
+        description="Seed of the banks' profiles (shares, portfolios, policy, measurement): the same lenders in "
+        "every seed; empty = drawn from each seed.",
+    )
+    label_dpd: list[Literal[30, 60, 90]] = Field(
+        default_factory=lambda: [90],
+        min_length=1,
+        max_length=50,
+        description="Days past due counted as default, bank by bank in turn (e.g. [90, 60]).",
+    )
+
+    def profile_rng(self, stream: int) -> np.random.Generator | None:
+        """A generator for one kind of bank-profile draw when ``profile_seed`` is set, else None."""
+        return None if self.profile_seed is None else np.random.default_rng([self.profile_seed, stream])
+
+    def concentration(self, axis: str) -> float:
+        """The Dirichlet concentration of one preference axis (``region``, ``sector`` or ``risk``)."""
+        value = getattr(self, f"{axis}_concentration")
+        return self.mix_concentration if value is None else value
 
 
 class OutOfTimeKnobs(_Knobs):
-    """An optional later application cohort whose macro shock and feature distributions drift."""
+    """A later application cohort whose macro shock and feature distributions drift (on by default: credit
+    models are validated on later applicants; ``fraction = 0`` turns it off)."""
 
     fraction: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Share of firms (and so applicants) in the out-of-time cohort."
+        0.2, ge=0.0, lt=1.0, description="Share of firms (and so applicants) in the out-of-time cohort."
     )
     drift: float = Field(
-        0.0,
+        0.3,
         ge=0.0,
         le=1.0,
         description="Drift strength: macro downturn, sector rotation and feature shift of the later cohort.",
@@ -221,7 +293,7 @@ class WorldConfig(_Knobs):
     banks : MultiBankKnobs
         Multi-bank lending and heterogeneity (used when ``n_banks > 1``).
     out_of_time : OutOfTimeKnobs
-        Optional later cohort with drift.
+        Later cohort with drift (a fifth of the firms by default).
     """
 
     n_firms: int = Field(30_000, ge=100, le=20_000_000, description="Number of firms in the economy.")
@@ -247,7 +319,7 @@ class WorldConfig(_Knobs):
         default_factory=MultiBankKnobs, description="Multi-bank lending and heterogeneity across banks."
     )
     out_of_time: OutOfTimeKnobs = Field(
-        default_factory=OutOfTimeKnobs, description="Optional out-of-time cohort with drift."
+        default_factory=OutOfTimeKnobs, description="Out-of-time cohort with drift (on by default)."
     )
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,16 @@ class Setting:
     parties: dict[str, PartyTable]
     label_holders: list[str]
     splits: dict[str, dict[str, np.ndarray]]
+    rejected: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    """Per label holder, ``{"train_rejected"|"val_rejected": ids}``: applicants its past policy rejected
+    (``split.accepted_only``), so no observed outcome: neither trained on nor scored, only recorded."""
+
+    def split_rows(self, seed: int):
+        """Every label holder's split as rows ``seed, party, id, split`` (``splits.parquet``)."""
+        from fedrisk.data.splits import splits_frame
+
+        rows = {name: {**by_split, **self.rejected.get(name, {})} for name, by_split in self.splits.items()}
+        return splits_frame(rows, seed)
 
 
 def build_parties(config: ExperimentConfig, seed: int) -> dict[str, PartyTable]:
@@ -86,7 +96,7 @@ def resolve_topology(config: ExperimentConfig, parties: Mapping[str, PartyTable]
 
 
 def build_setting(config: ExperimentConfig, seed: int) -> Setting:
-    from fedrisk.data.splits import split_applicants
+    from fedrisk.data.splits import REJECTED, split_firms
 
     parties = build_parties(config, seed)
     topology, label_holders = resolve_topology(config, parties)
@@ -101,9 +111,18 @@ def build_setting(config: ExperimentConfig, seed: int) -> Setting:
         keep = set(label_holders) | set(config.data.partners)
         parties = {name: table for name, table in parties.items() if name in keep}
     s = config.split
-    splits = {
-        name: split_applicants(parties[name], s.test_fraction, s.val_fraction, seed, s.out_of_time)
-        for name in label_holders
+    # one split per firm across every label holder (a firm is never test at one bank and train at another)
+    splits = split_firms(
+        [parties[name] for name in label_holders],
+        s.test_fraction,
+        s.val_fraction,
+        seed,
+        s.out_of_time,
+        s.accepted_only,
+    )
+    rejected = {
+        name: {s: by_split.pop(s) for s in list(by_split) if s.endswith(REJECTED)}
+        for name, by_split in splits.items()
     }
     if topology == "horizontal":
         parties = {name: parties[name] for name in label_holders}
@@ -118,7 +137,7 @@ def build_setting(config: ExperimentConfig, seed: int) -> Setting:
                     f"(e.g. {table.ids[0]!r} vs {splits[holder]['train'][0]!r})",
                     "check the id column and that ids are written the same way in both tables",
                 )
-    return Setting(topology, parties, label_holders, splits)
+    return Setting(topology, parties, label_holders, splits, rejected)
 
 
 def matched_firms(parties: Mapping[str, PartyTable], holder: str) -> dict[str, int]:

@@ -27,6 +27,9 @@ class PartyTable:
         ``int8`` 0/1 outcome (``default_12m``) for label holders, else None.
     cohort : np.ndarray or None
         ``int8`` application cohort: 0 = development window, 1 = out-of-time window. None = all 0.
+    approved : np.ndarray or None
+        ``int8`` 1 where the bank's past credit policy approved the applicant (its outcome would be observed
+        in a real portfolio); used by ``split.accepted_only``. None = not recorded.
     """
 
     name: str
@@ -34,6 +37,7 @@ class PartyTable:
     features: pd.DataFrame
     label: np.ndarray | None = None
     cohort: np.ndarray | None = None
+    approved: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -48,6 +52,10 @@ class PartyTable:
             raise FedriskError(f"parties.{self.name}.label", f"{len(self.label)} labels for {n} rows")
         if self.cohort is not None and len(self.cohort) != n:
             raise FedriskError(f"parties.{self.name}.cohort", f"{len(self.cohort)} cohorts for {n} rows")
+        if self.approved is not None and len(self.approved) != n:
+            raise FedriskError(
+                f"parties.{self.name}.approved", f"{len(self.approved)} decisions for {n} rows"
+            )
 
     @property
     def has_label(self) -> bool:
@@ -71,5 +79,6 @@ class PartyTable:
             features=self.features.iloc[rows].reset_index(drop=True),
             label=None if self.label is None else self.label[rows],
             cohort=None if self.cohort is None else self.cohort[rows],
+            approved=None if self.approved is None else self.approved[rows],
             meta=dict(self.meta),
         )

@@ -11,6 +11,8 @@ import pandas as pd
 from fedrisk import __version__
 from fedrisk.config import ExperimentConfig, point_label
 from fedrisk.core.jsonio import atomic_write_bytes, atomic_write_json
+from fedrisk.evaluation.banks import banks_summary, personalization_summary
+from fedrisk.evaluation.out_of_time import out_of_time_summary
 from fedrisk.evaluation.summary import Unit, metric_rows, summarize_point
 from fedrisk.evaluation.uncertainty import CI_METHOD
 from fedrisk.runner.loop import load_audits, load_data, load_units
@@ -55,6 +57,12 @@ def finalize(
             cfg.evaluation.approval_rate,
         )
         summary["cost"] = _cost(point_units)
+        ev = cfg.evaluation  # the later cohort beside the in-time test; the per-bank view; personalisation
+        summary["out_of_time"] = out_of_time_summary(
+            point_units, methods, ev.n_bootstrap, ev.ci_level, ev.approval_rate
+        )
+        summary["banks"] = banks_summary(point_units, summary["parties"], ev.ci_level)
+        summary["personalization"] = personalization_summary(point_units)
         summary["audits"] = audits.get(label, {})
         summary["label_protection"] = label_protection_summary(cfg, summary["audits"])
         importance = _importance(point_units)
@@ -71,8 +79,10 @@ def finalize(
         "seeds": list(config.seeds),
         "methods": head["methods"],
         "uplift": head["uplift"],
+        **{key: head[key] for key in head if key.startswith("uplift_")},  # e.g. uplift_personalized
         "parties": head["parties"],
         "data": head["data"],
+        **{key: head[key] for key in ("out_of_time", "banks", "personalization") if head.get(key)},
         "cost": {**head["cost"], "session_wall_seconds": session_seconds},
         "ci_method": CI_METHOD,
         "sweep": sweep if config.sweep else [],

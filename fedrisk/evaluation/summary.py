@@ -77,10 +77,19 @@ def _headline_sets(
 
 
 def summarize_point(
-    units: Sequence[Unit], methods: Sequence[str], n_boot: int, level: float, approval_rate: float = 0.8
+    units: Sequence[Unit],
+    methods: Sequence[str],
+    n_boot: int,
+    level: float,
+    approval_rate: float = 0.8,
+    split: str = HEADLINE_SPLIT,
+    with_parties: bool = True,
 ) -> dict:
-    """The contract's ``methods``, ``uplift`` and ``parties`` blocks for one sweep point."""
-    per_seed = [_headline_sets(u, methods) for u in units]
+    """The contract's ``methods``, ``uplift`` and ``parties`` blocks for one sweep point.
+
+    ``split`` = ``"oot"`` gives the same blocks on the out-of-time applicants; ``with_parties`` = False
+    skips the per-party blocks (and their bootstraps)."""
+    per_seed = [_headline_sets(u, methods, split) for u in units]
     reps = bootstrap_ks_auc(per_seed, n_boot=n_boot) if n_boot > 0 else {}
 
     cache: dict[tuple[int, str, str], dict[str, float]] = {}
@@ -114,8 +123,10 @@ def summarize_point(
         out["uplift"] = _uplift(seed_values, reps, level)
         val_sets = [_headline_sets(u, methods, VALIDATION_SPLIT) for u in units]
         out["uplift"].update(_business_uplift(per_seed, val_sets, approval_rate, level))
+    if "personalized" in present and "siloed" in present:  # personalised federation beside federated
+        out["uplift_personalized"] = _uplift(seed_values, reps, level, "personalized")
     parties = sorted({p for scored in per_seed for p in scored})
-    if len(parties) > 1:
+    if len(parties) > 1 and with_parties:
         for party in parties:
             party_sets = [{party: s[party]} for s in per_seed if party in s]
             party_reps = bootstrap_ks_auc(party_sets, n_boot=n_boot, seed=7) if n_boot > 0 else {}
@@ -132,6 +143,8 @@ def summarize_point(
                 m_block["flags"] = method_flags(m_block)
             if "federated" in present and "siloed" in present:
                 block["uplift"] = _uplift(party_values, party_reps, level)
+            if "personalized" in present and "siloed" in present:
+                block["uplift_personalized"] = _uplift(party_values, party_reps, level, "personalized")
             out["parties"][party] = block
     return out
 
@@ -173,21 +186,22 @@ def _gini_from_auc(auc: dict) -> dict:
     }
 
 
-def _uplift(seed_values, reps: Mapping[str, np.ndarray], level: float) -> dict:
-    ks_f, ks_s = np.asarray(seed_values("federated", "ks")), np.asarray(seed_values("siloed", "ks"))
-    auc_f, auc_s = np.asarray(seed_values("federated", "auc")), np.asarray(seed_values("siloed", "auc"))
+def _uplift(seed_values, reps: Mapping[str, np.ndarray], level: float, method: str = "federated") -> dict:
+    ks_f, ks_s = np.asarray(seed_values(method, "ks")), np.asarray(seed_values("siloed", "ks"))
+    auc_f, auc_s = np.asarray(seed_values(method, "auc")), np.asarray(seed_values("siloed", "auc"))
     rel_reps = pts_reps = auc_reps = None
     world = getattr(reps, "world", {})
-    w = {k: world.get(k, np.nan) for k in ("ks:federated", "ks:siloed", "auc:federated", "auc:siloed")}
+    m = method
+    w = {k: world.get(k, np.nan) for k in (f"ks:{m}", "ks:siloed", f"auc:{m}", "auc:siloed")}
     if reps:
         with np.errstate(invalid="ignore", divide="ignore"):
-            rel_reps = reps["ks:federated"] / reps["ks:siloed"] - 1
-        pts_reps = reps["ks:federated"] - reps["ks:siloed"]
-        auc_reps = reps["auc:federated"] - reps["auc:siloed"]
+            rel_reps = reps[f"ks:{m}"] / reps["ks:siloed"] - 1
+        pts_reps = reps[f"ks:{m}"] - reps["ks:siloed"]
+        auc_reps = reps[f"auc:{m}"] - reps["auc:siloed"]
     # ratio of means, as the replicates are; the CI is recomputed around that estimate
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = float(np.nanmean(ks_f) / np.nanmean(ks_s) - 1) if np.isfinite(ks_s).any() else np.nan
-        w_rel = w["ks:federated"] / w["ks:siloed"] - 1
+        w_rel = w[f"ks:{m}"] / w["ks:siloed"] - 1
         per_seed_ratio = ks_f / ks_s - 1  # infinite when a siloed model is backwards (KS 0): left out
     relative = summarize(per_seed_ratio, None, level)  # std of the per-seed ratios; t-interval fallback
     if relative["mean"] is not None:
@@ -196,8 +210,8 @@ def _uplift(seed_values, reps: Mapping[str, np.ndarray], level: float) -> dict:
         relative["mean"] = ratio
     return {
         "ks_relative": relative,
-        "ks_points": summarize(ks_f - ks_s, pts_reps, level, world=w["ks:federated"] - w["ks:siloed"]),
-        "auc_points": summarize(auc_f - auc_s, auc_reps, level, world=w["auc:federated"] - w["auc:siloed"]),
+        "ks_points": summarize(ks_f - ks_s, pts_reps, level, world=w[f"ks:{m}"] - w["ks:siloed"]),
+        "auc_points": summarize(auc_f - auc_s, auc_reps, level, world=w[f"auc:{m}"] - w["auc:siloed"]),
     }
 
 

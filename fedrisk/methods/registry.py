@@ -91,16 +91,24 @@ def run_method(
         from fedrisk.methods.federated import federated_horizontal
 
         return federated_horizontal(config, setting, seed, workdir, backend=backend)
+    if method == "personalized":
+        from fedrisk.methods.personalized import personalized_horizontal
+
+        return personalized_horizontal(config, setting, seed, workdir, backend=backend)
     raise ValueError(f"unknown method {method!r}")
 
 
 def methods_for(config: ExperimentConfig, methods: tuple[str, ...] = METHODS) -> tuple[str, ...]:
-    """The methods a run computes: the three of the contract, plus scikit-learn references when asked."""
+    """The methods a run computes: the three of the contract, plus ``personalized`` and scikit-learn
+    references when asked."""
+    extra: tuple[str, ...] = ()
+    if config.federation.horizontal.personalization != "none" and methods == METHODS:
+        extra += ("personalized",)
     if config.evaluation.reference_models and methods == METHODS:
         from fedrisk.methods.baselines import REFERENCE_MODELS
 
-        return METHODS + REFERENCE_MODELS
-    return methods
+        extra += REFERENCE_MODELS
+    return methods + extra
 
 
 #: The synthetic world's partners beside its banks (`fedrisk.data.synthetic.generate_world`; a test keeps
@@ -132,6 +140,12 @@ def preflight(config: ExperimentConfig, raw: dict | None = None) -> None:
     if topology == "horizontal" and config.model.kind != "gbdt":  # trees boost in their own rounds
         # the federation's rounds within training.epochs; patience needs federated evaluation
         config.federation.horizontal.rounds_budget(config.training)
+    from fedrisk.methods.personalized import check_personalization
+
+    check_personalization(config, topology)
+    from fedrisk.data.splits import check_accepted_only
+
+    check_accepted_only(config.data.source, config.split.accepted_only)
     for point in points:
         if point.federation.horizontal.strategy_params:
             from fedrisk.federation.strategies import check_params

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedrisk.core.jsonio import atomic_write_bytes
-from fedrisk.report import summary, tables
+from fedrisk.report import banks, out_of_time, summary, tables
 from fedrisk.report.figures import draw_figures, figures_section
 from fedrisk.report.fmt import seeds_text
 from fedrisk.report.html import render_html
@@ -81,9 +81,10 @@ def render_markdown(
     parts.append(tables.cost(results))
     if trees := trees_section(results, methods):  # gradient-boosted trees only
         parts.append(trees)
+    if out_of_time_table := out_of_time.section(results, methods):
+        parts.append(out_of_time_table)
     if topology == "horizontal" and results.get("parties"):
-        # Per-bank section. A fuller one (fedrisk/report/banks.py) replaces this call when it lands.
-        parts.append(tables.per_bank(results["parties"], methods))
+        parts.append(banks.section(results, methods))
     if results.get("sweep"):
         parts.append(tables.sweep(results["sweep"], methods))
     if topology == "vertical" and not coverage.empty:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from fedrisk.core.jsonio import atomic_write_bytes
-from fedrisk.report import party_plots, plots
+from fedrisk.report import banks, party_plots, plots
 from fedrisk.report.reading import epsilon_key, headline_scores
 
 FIGURE_NOTES = {
@@ -42,6 +42,11 @@ FIGURE_NOTES = {
         "KS gain per bank",
         "Each bank's KS gain from federation on its own test applicants, smallest bank on top, with its "
         "interval: small banks are where federation should help most.",
+    ),
+    "uplift_vs_size.png": (
+        "KS gain by bank size",
+        "Each bank's KS gain over its own model (federated, and personalized when run) against its size: "
+        "where federation pays and for whom.",
     ),
     "coverage_ks.png": (
         "KS by partner coverage",
@@ -88,6 +93,11 @@ def draw_figures(
         "training_curves.png": lambda: plots.training_curves(history, point_caption),
         "per_bank_uplift.png": lambda: (
             party_plots.per_bank_uplift(results.get("parties") or {}, point_caption)
+            if topology == "horizontal"
+            else None
+        ),
+        "uplift_vs_size.png": lambda: (
+            banks.uplift_vs_size(results.get("parties") or {}, point_caption)
             if topology == "horizontal"
             else None
         ),

@@ -19,7 +19,7 @@ from fedrisk.core.errors import FedriskError
 from fedrisk.evaluation.uncertainty import summarize
 from fedrisk.runner.units import finished_methods, load_outcome, unit_dir
 
-METHOD_ORDER = ("siloed", "federated", "centralized")
+METHOD_ORDER = ("siloed", "federated", "personalized", "centralized")
 _SEGMENT = re.compile(r"^test\[(covered|uncovered)_by_(.+)\]$")
 
 

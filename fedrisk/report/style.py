@@ -15,11 +15,17 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-METHOD_COLORS = {"siloed": "#E69F00", "federated": "#0072B2", "centralized": "#009E73"}
+METHOD_COLORS = {
+    "siloed": "#E69F00",
+    "federated": "#0072B2",
+    "personalized": "#CC79A7",
+    "centralized": "#009E73",
+}
 """Okabe–Ito colours (colour-blind safe), the same method in the same colour in every figure."""
 METHOD_LABELS = {
     "siloed": "siloed (bank alone)",
     "federated": "federated",
+    "personalized": "personalized (federated + each bank's fine-tuning)",
     "centralized": "centralized (pooled data)",
 }
 METHOD_LINES = {

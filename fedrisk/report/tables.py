@@ -17,7 +17,6 @@ from fedrisk.report.fmt import (
     md_table,
     protection_sentence,
 )
-from fedrisk.report.party_plots import banks_by_size
 from fedrisk.report.reading import ci_level, holdout_counts
 from fedrisk.report.style import dig
 
@@ -172,30 +171,6 @@ def cost(results: Mapping) -> str:
 
 def _method_cells(block: Mapping, methods: Sequence[str]) -> list[str]:
     return [fmt_ci(dig(block, "methods", m, "ks")) for m in methods]
-
-
-def per_bank(parties: Mapping[str, Mapping], methods: Sequence[str]) -> str:
-    rows = [
-        [
-            bank,
-            f"{parties[bank].get('n_test', 0):,}",
-            *_method_cells(parties[bank], methods),
-            fmt_ci(dig(parties[bank], "uplift", "ks_points")),
-            fmt_pct_ci(dig(parties[bank], "uplift", "ks_relative")),
-        ]
-        for bank in banks_by_size(parties)
-    ]
-    headers = [
-        "Bank",
-        "Test applicants",
-        *[f"KS {m}" for m in methods],
-        "KS points gained",
-        "KS uplift (relative)",
-    ]
-    return (
-        "## Per bank\n\nEach bank's own test applicants, smallest bank first; siloed = that bank's own model.\n\n"
-        + md_table(headers, rows)
-    )
 
 
 def sweep(entries: Sequence[Mapping], methods: Sequence[str]) -> str:

@@ -23,6 +23,7 @@ from fedrisk.methods.registry import METHODS, run_method
 from fedrisk.runner.output import check_output, prepare_output
 from fedrisk.runner.processes import run_in_pool
 from fedrisk.runner.progress import init_worker, worker_args
+from fedrisk.runner.splits_file import collect_splits, write_unit_splits
 from fedrisk.runner.units import (
     AUDIT_PREFIX,
     DATA_FILE,
@@ -80,6 +81,7 @@ def run_unit(
     setting = build_setting(config, seed)
     if not (directory / DATA_FILE).exists():
         save_record(directory / DATA_FILE, data_summary(setting), fingerprint, seed)
+    write_unit_splits(directory, setting, seed)  # splits.parquet: one split per firm, for a validator
     for method in todo:
         progress.begin_method(method)
         workdir = _fresh_workdir(root, point, seed, method)
@@ -148,6 +150,7 @@ def run_units(
             done(job, run_unit(*job))
     else:
         run_in_pool(run_unit, jobs, workers, done, initializer=init_worker, initargs=worker_args())
+    collect_splits(root)
     return points
 
 

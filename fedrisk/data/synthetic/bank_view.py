@@ -43,11 +43,15 @@ def bank_features(
     feature_shift: float,
     n_banks: int,
     rng: np.random.Generator,
+    concept: np.ndarray | None = None,
+    profile_rng: np.random.Generator | None = None,
 ) -> pd.DataFrame:
     """Bank-view features for the relationships ``(firms[i], bank[i])``; one row per relationship.
 
     ``feature_shift`` draws, per bank and field, a latent offset with that SD (banks measure and price
-    differently); the same schema holds at every bank.
+    differently); ``concept`` (``n_banks x len(BANK_NUMERIC_FEATURES)``, default all ones) multiplies each
+    field's link to the firm's health per bank (credit policy: the same field predicts differently).
+    The same schema holds at every bank. ``profile_rng`` (fixed lenders) draws the offsets instead of ``rng``.
     """
     m = len(firms)
     # the bank's view of a firm's health carries one shared error per factor, so adding fields cannot
@@ -57,11 +61,14 @@ def bank_features(
     size = state.traits.size_class[firms].astype(float)
     age = state.traits.age_years[firms]
     drift = state.drift[firms]
-    offsets = rng.normal(0.0, feature_shift, size=(n_banks, len(BANK_NUMERIC_FEATURES)))[bank]
+    offsets = (profile_rng or rng).normal(0.0, feature_shift, size=(n_banks, len(BANK_NUMERIC_FEATURES)))[
+        bank
+    ]
+    policy = np.ones_like(offsets) if concept is None else concept[bank]
 
     def latent(column: str, loadings: float | np.ndarray, noise_sd: float) -> np.ndarray:
-        shift = offsets[:, BANK_NUMERIC_FEATURES.index(column)]
-        return loadings + shift + noise * noise_sd * rng.standard_normal(m)
+        j = BANK_NUMERIC_FEATURES.index(column)
+        return policy[:, j] * loadings + offsets[:, j] + noise * noise_sd * rng.standard_normal(m)
 
     loan_amount = np.exp(11.8 + 0.9 * size + latent("loan_amount", 0.2 * fin + 0.15 * op + 0.3 * drift, 0.6))
     term_latent = latent("loan_term_months", 0.35 * fin, 1.0)

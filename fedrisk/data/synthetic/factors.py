@@ -91,6 +91,8 @@ class Outcome:
         Point-in-time PD given the realised sector shock (its mean over development firms is the target).
     default : np.ndarray
         Boolean realised default within 12 months.
+    margin : np.ndarray
+        Asset value minus threshold (negative = default): how close a survivor came to defaulting.
     """
 
     risk: np.ndarray
@@ -99,6 +101,7 @@ class Outcome:
     pd: np.ndarray
     pd_pit: np.ndarray
     default: np.ndarray
+    margin: np.ndarray
 
 
 def draw_outcome(
@@ -120,4 +123,5 @@ def draw_outcome(
         pd=ndtr(threshold),
         pd_pit=point_in_time_pd(threshold, shock, rho),
         default=asset < threshold,
+        margin=asset - threshold,
     )

@@ -52,7 +52,7 @@ def draw_lending(
     applicant: np.ndarray,
     financial_health: np.ndarray,
     own_health: np.ndarray,
-    segments: list[tuple[np.ndarray, int]],
+    segments: list[tuple[np.ndarray, int, float]],
     n_banks: int,
     knobs: MultiBankKnobs,
     rng: np.random.Generator,
@@ -67,12 +67,13 @@ def draw_lending(
         Drives multi-head borrowing (weaker firms borrow at more banks).
     own_health : np.ndarray
         Overall health; its quintile is the axis of each bank's risk appetite.
-    segments : list of (codes, n_categories)
-        Firm segments (e.g. region type, sector) over which each bank has a Dirichlet preference.
+    segments : list of (codes, n_categories, concentration)
+        Firm segments (e.g. region type, sector) over which each bank has a Dirichlet preference of that
+        concentration (small = specialised banks).
     n_banks : int
         Number of banks.
     knobs : MultiBankKnobs
-        Market-share and mix concentrations, multi-head rate.
+        Market-share concentration (the risk-appetite concentration too), multi-head rate.
     rng : np.random.Generator
         Source of randomness.
     """
@@ -83,12 +84,13 @@ def draw_lending(
         return Lending(firm=firms, bank=np.zeros(len(firms), dtype=np.int64), n_lenders=n_lenders)
 
     quintile = np.searchsorted(np.quantile(own_health, [0.2, 0.4, 0.6, 0.8]), own_health)
-    segments = [*segments, (quintile, HEALTH_BUCKETS)]
-    log_pref = np.log(_floored(rng.dirichlet(np.full(n_banks, knobs.size_concentration))))[None, :]
+    segments = [*segments, (quintile, HEALTH_BUCKETS, knobs.concentration("risk"))]
+    profile = knobs.profile_rng(1) or rng  # the banks' shares and preferences: fixed lenders if asked
+    log_pref = np.log(_floored(profile.dirichlet(np.full(n_banks, knobs.size_concentration))))[None, :]
     log_pref = np.repeat(log_pref, len(firms), axis=0)
-    for codes, n_categories in segments:
+    for codes, n_categories, concentration in segments:
         # (n_banks, n_categories) preferences; column-normalising keeps every segment served by some bank
-        pref = _floored(rng.dirichlet(np.full(n_categories, knobs.mix_concentration), size=n_banks))
+        pref = _floored(profile.dirichlet(np.full(n_categories, concentration), size=n_banks))
         pref = pref / pref.sum(axis=0, keepdims=True)
         log_pref += np.log(pref.T[codes[firms]])
     order = np.argsort(-(log_pref + rng.gumbel(size=log_pref.shape)), axis=1)

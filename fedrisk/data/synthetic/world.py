@@ -27,6 +27,12 @@ from fedrisk.data.synthetic.factors import (
     draw_sector_shocks,
 )
 from fedrisk.data.synthetic.graph import TradingGraph, build_trading_graph, propagate_health, standardise
+from fedrisk.data.synthetic.heterogeneity import (
+    concept_multipliers,
+    delinquency_labels,
+    liquidity_squeeze,
+    past_approvals,
+)
 from fedrisk.data.synthetic.lending import Lending, draw_lending
 from fedrisk.data.synthetic.state import FirmState
 from fedrisk.data.synthetic.tax_view import TAX_NUMERIC_FEATURES, tax_features
@@ -45,6 +51,7 @@ _STREAMS = (
     "chain",
     "missing",
     "order",
+    "hetero",  # appended last: earlier streams (and so default worlds) are unchanged by it
 )
 
 
@@ -97,7 +104,13 @@ def generate_world(config: WorldConfig, seed: int) -> World:
     )
     in_chain = select_share(platform_weight, config.supply_chain.coverage, rngs["chain"])
 
-    parties = _bank_tables(config, state, lending, outcome.default, rngs)
+    labels = delinquency_labels(
+        outcome,
+        liquidity_squeeze(state.factors.operating, rngs["hetero"]),
+        state.cohort == 0,
+        config.banks.label_dpd if config.n_banks > 1 else [90],
+    )
+    parties = _bank_tables(config, state, lending, labels, rngs)
     parties["tax"] = _partner_table(
         "tax",
         np.flatnonzero(in_tax),
@@ -125,7 +138,9 @@ def generate_world(config: WorldConfig, seed: int) -> World:
         config=config,
         seed=seed,
         parties=parties,
-        firms=_truth_table(config, state, lending, outcome, coverage),
+        firms=_truth_table(config, state, lending, outcome, coverage).assign(
+            **{f"default_{dpd}dpd": labels[dpd].astype(np.int8) for dpd in sorted(labels) if dpd != 90}
+        ),
         lending=_lending_table(config, state, lending),
         graph=state.graph,
     )
@@ -152,7 +167,10 @@ def _economy(config: WorldConfig, rngs: dict[str, np.random.Generator]) -> tuple
     # core enterprises are not SME applicants; bigger SMEs borrow a little more often
     applicant_weight = np.where(traits.is_core, -np.inf, 0.3 * traits.size_class)
     applicant = select_share(applicant_weight, config.bank.coverage, rngs["lending"])
-    segments = [(traits.region_type, len(REGION_TYPE_NAMES)), (traits.sector, len(SECTOR_NAMES))]
+    segments = [
+        (traits.region_type, len(REGION_TYPE_NAMES), config.banks.concentration("region")),
+        (traits.sector, len(SECTOR_NAMES), config.banks.concentration("sector")),
+    ]
     lending = draw_lending(
         applicant,
         factors.financial,
@@ -243,18 +261,34 @@ def _bank_tables(
     config: WorldConfig,
     state: FirmState,
     lending: Lending,
-    default: np.ndarray,
+    labels: dict[int, np.ndarray],
     rngs: dict[str, np.random.Generator],
 ) -> dict[str, PartyTable]:
-    """One labelled table per bank, each bank's rows in its own random order."""
+    """One labelled table per bank (its own default definition), each bank's rows in its own random order."""
+    several = config.n_banks > 1
+    concept = concept_multipliers(
+        config.n_banks,
+        len(BANK_NUMERIC_FEATURES),
+        config.banks.concept_shift if several else 0.0,
+        config.banks.profile_rng(3) or rngs["hetero"],
+    )
     features = bank_features(
         state,
         lending.firm,
         lending.bank,
         config.bank.noise,
-        config.banks.feature_shift if config.n_banks > 1 else 0.0,
+        config.banks.feature_shift if several else 0.0,
         config.n_banks,
         rngs["bank"],
+        concept,
+        config.banks.profile_rng(2),
+    )
+    approved = past_approvals(
+        state.factors.financial[lending.firm],
+        lending.bank,
+        config.n_banks,
+        config.bank.past_approval_rate,
+        rngs["hetero"],
     )
     features = mask_missing(
         features,
@@ -275,13 +309,15 @@ def _bank_tables(
             )
         rows = rows[rngs["order"].permutation(len(rows))]
         firms = lending.firm[rows]
+        dpd = config.banks.label_dpd[b % len(config.banks.label_dpd)] if several else 90
         tables[name] = PartyTable(
             name=name,
             ids=state.traits.firm_id[firms],
             features=features.iloc[rows].reset_index(drop=True),
-            label=default[firms].astype(np.int8),
+            label=labels[dpd][firms].astype(np.int8),
             cohort=state.cohort[firms],
-            meta={"role": "bank", "bank_index": b},
+            approved=approved[rows],
+            meta={"role": "bank", "bank_index": b, "label_dpd": dpd},
         )
     return tables
 
