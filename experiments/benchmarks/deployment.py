@@ -11,8 +11,8 @@ job in-process on the same setting. Reported under ``<topology>.deployment``:
 - ``federation_cpu_seconds_per_round``: CPU seconds of all the federation's processes (SuperLink,
   ServerApp, SuperNodes, ClientApps) during the run, per server round (start-up of the ServerApp, PSI and
   scoring included); ``marginal_round`` (warm only): the same job again with 3x the rounds on the same
-  federation, and what each extra round cost in wall and CPU seconds: fixed costs cancel, and the CPU
-  figure, unlike wall seconds, is not inflated by other jobs on a shared machine;
+  federation: its seconds per round, and the CPU seconds each extra round cost (fixed costs cancel, and
+  CPU seconds, unlike wall seconds, are not inflated by other jobs on a shared machine);
 - ``clientapp_tasks`` and, for warm nodes, the median seconds of a task's three parts as the long-lived
   executor logs them (pull the message from the SuperNode / run the ClientApp / push the reply);
 - ``ks``: both runs' test KS (they must agree), ``max_abs_score_diff``.
@@ -144,8 +144,7 @@ def _measure(data: dict, seed: int, workdir: Path, options: LoopbackOptions) -> 
             if extra_rounds > 0:
                 marginal = {
                     "extra_rounds": extra_rounds,
-                    "wall_seconds_per_round": (engine.runs[1].seconds - engine.runs[0].seconds)
-                    / extra_rounds,
+                    "seconds_per_round_of_the_longer_run": seconds_per_round(long_run),
                     "federation_cpu_seconds_per_round": (cpu_long.seconds - cpu.seconds) / extra_rounds,
                 }
     start = time.perf_counter()
