@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +30,42 @@ from fedrisk.models.gbdt import Binner, GBDTModel, GBDTParams
 from fedrisk.models.gbdt.tree import unpack_trees
 
 
-def run_gbdt_horizontal(
+@dataclass
+class GrownForest:
+    """The federated booster as every bank holds it after the run, with the run's record."""
+
+    model: GBDTModel
+    binner: Binner
+    info: dict
+    bytes_sent: int
+    rows: dict[str, dict[str, np.ndarray]]
+    """Per bank and split, the positions of the split's firms in the bank's table."""
+    seconds: float
+
+    def margin(self, bank: PartyTable, positions: np.ndarray) -> np.ndarray:
+        return self.model.predict_margin(self.binner.transform(bank.features.iloc[positions]))
+
+    def cost(self) -> dict:
+        trees = max(self.info["trees_grown"], 1)
+        return {
+            "wall_seconds": self.seconds,
+            "bytes_sent": self.bytes_sent,
+            "epsilon": None,
+            "trees": self.info["trees"],
+            "trees_grown": self.info["trees_grown"],
+            "seconds_per_tree": self.info["seconds_per_tree"],
+            "bytes_per_tree": self.bytes_sent / trees,
+        }
+
+
+def grow_gbdt_horizontal(
     banks: Mapping[str, PartyTable],
     splits: Mapping[str, Mapping[str, np.ndarray]],
     params: GBDTParams,
     backend,
     workdir: Path,
-) -> MethodOutcome:
-    """Grow one booster across the banks; score each bank's held-out applicants with it."""
+) -> GrownForest:
+    """Grow one booster across the banks on Flower (each bank's ClientApp reads only its own directory)."""
     started = time.perf_counter()
     if len(banks) < 2:
         raise FedriskError(
@@ -66,9 +95,23 @@ def run_gbdt_horizontal(
         arrays = {k: data[k] for k in data.files}
     model = GBDTModel(unpack_trees(arrays), np.float32(arrays["base"]), params.max_bins)
     binner = Binner.from_dict(info["bins"])
+    bytes_sent = int(marker.get("bytes", 0))
+    return GrownForest(model, binner, info, bytes_sent, rows, time.perf_counter() - started)
+
+
+def run_gbdt_horizontal(
+    banks: Mapping[str, PartyTable],
+    splits: Mapping[str, Mapping[str, np.ndarray]],
+    params: GBDTParams,
+    backend,
+    workdir: Path,
+) -> MethodOutcome:
+    """Grow one booster across the banks; score each bank's held-out applicants with it."""
+    forest = grow_gbdt_horizontal(banks, splits, params, backend, workdir)
+    rows = forest.rows
 
     def score(bank: PartyTable, positions: np.ndarray) -> np.ndarray:
-        return model.predict_proba(binner.transform(bank.features.iloc[positions]))
+        return 1.0 / (1.0 + np.exp(-forest.margin(bank, positions).astype(np.float64)))
 
     scores = {
         ScoreKey(name, s): ScoredSet(np.asarray(splits[name][s]), bank.label[r], score(bank, r))
@@ -77,18 +120,13 @@ def run_gbdt_horizontal(
         if s != "train"
     }
     train_scores = np.concatenate([score(bank, rows[name]["train"]) for name, bank in banks.items()])
-    bytes_sent = int(marker.get("bytes", 0))
-    trees = max(info["trees_grown"], 1)
-    cost = {
-        "wall_seconds": time.perf_counter() - started,
-        "bytes_sent": bytes_sent,
-        "epsilon": None,
-        "trees": info["trees"],
-        "trees_grown": info["trees_grown"],
-        "seconds_per_tree": info["seconds_per_tree"],
-        "bytes_per_tree": bytes_sent / trees,
-    }
+    info = forest.info
     extra = {"round_trips": info["round_trips"], "setup_seconds": info["setup_seconds"]}
     return MethodOutcome(
-        "federated", scores, history=info["history"], cost=cost, train_scores=train_scores, extra=extra
+        "federated",
+        scores,
+        history=info["history"],
+        cost=forest.cost(),
+        train_scores=train_scores,
+        extra=extra,
     )

@@ -16,6 +16,11 @@ from fedrisk.core.errors import FedriskError, FedriskWarning
 from fedrisk.data.outcome import MethodOutcome
 from fedrisk.data.setting import Setting
 
+GBDT_IGNORED_PERSONAL = frozenset(
+    {"epochs", "patience", "lr", "ditto_lambda", "clusters", "max_clusters", "cluster_rounds"}
+)
+"""``[federation.horizontal.personal]`` keys of the neural variants; refused, not ignored, with trees."""
+
 
 class PersonalizationFallback(FedriskWarning):
     """A bank keeps the global model because it has too few defaults to personalise."""
@@ -24,13 +29,21 @@ class PersonalizationFallback(FedriskWarning):
 def check_personalization(config: ExperimentConfig, topology: str) -> None:
     """Reject a personalisation that does not apply, before any work starts."""
     mode = config.federation.horizontal.personalization
-    if mode != "none" and config.model.kind not in ("logistic", "mlp"):
-        raise FedriskError(
-            "federation.horizontal.personalization",
-            f"'{mode}' personalises logistic and MLP models; model.kind = '{config.model.kind}' has no "
-            "personalised variant yet",
-            "set personalization = 'none' or model.kind = 'logistic' / 'mlp'",
-        )
+    if mode != "none" and config.model.kind == "gbdt":
+        if mode != "finetune":
+            raise FedriskError(
+                "federation.horizontal.personalization",
+                f"'{mode}' pulls towards or averages network weights, which trees do not have",
+                "use 'finetune' with model.kind = 'gbdt' (each bank boosts its own trees on the federated ones)",
+            )
+        ignored = sorted(GBDT_IGNORED_PERSONAL & config.federation.horizontal.personal.model_fields_set)
+        if ignored:
+            raise FedriskError(
+                f"federation.horizontal.personal.{ignored[0]}",
+                "does not apply to trees (their number and early stopping follow model.n_trees and "
+                "model.early_stopping_rounds)",
+                f"remove {', '.join(ignored)} from [federation.horizontal.personal]",
+            )
     if mode != "none" and topology != "horizontal":
         raise FedriskError(
             "federation.horizontal.personalization",
@@ -43,6 +56,10 @@ def personalized_horizontal(
     config: ExperimentConfig, setting: Setting, seed: int, workdir: Path, backend=None
 ) -> MethodOutcome:
     """Global federation (as the method ``federated``), then the configured personalisation."""
+    if config.model.kind == "gbdt":
+        from fedrisk.methods.gbdt_personalized import personalized_gbdt
+
+        return personalized_gbdt(config, setting, seed, workdir, backend=backend)
     from fedrisk.config.horizontal import HorizontalJob
     from fedrisk.federation.horizontal import PARTIES_DIR, SERVER_DIR, run_horizontal
     from fedrisk.federation.horizontal_client import bank_files

@@ -161,6 +161,6 @@ def test_personalization_that_does_not_apply_is_rejected_before_work_starts():
         validate(
             {"federation": {"horizontal": {"personalization": "clustered", "secagg": {"enabled": True}}}}
         )
-    gbdt = validate(_small_config("finetune") | {"model": {"kind": "gbdt"}})
+    ditto_trees = validate(_small_config("ditto") | {"model": {"kind": "gbdt"}})
     with pytest.raises(FedriskError, match="gbdt"):
-        preflight(gbdt)
+        preflight(ditto_trees)
