@@ -9,6 +9,8 @@ with at least 200 test applicants loses more than 0.02 KS; the global model lose
 Usage::
 
     python experiments/benchmarks/heterogeneity.py --out experiments/benchmarks/results/heterogeneity.json
+    python experiments/benchmarks/heterogeneity.py --config experiments/configs/horizontal_heterogeneous_gbdt.toml \\
+        --out experiments/benchmarks/results/heterogeneity_gbdt.json
     python experiments/benchmarks/heterogeneity.py --from runs/horizontal_heterogeneous-... --out FILE.json
 """
 
@@ -28,11 +30,11 @@ MIN_TEST = 200
 MAX_LOSS = 0.02
 
 
-def _run(out_dir: Path, overrides: list[str]) -> tuple[dict, float]:
+def _run(config: Path, out_dir: Path, overrides: list[str]) -> tuple[dict, float]:
     from fedrisk.config.experiment import load_config
     from fedrisk.experiment import run_experiment
 
-    cfg, raw = load_config(CONFIG, overrides)
+    cfg, raw = load_config(config, overrides)
     started = time.perf_counter()
     results = run_experiment(cfg, raw, out_dir, force=True)
     return results, time.perf_counter() - started
@@ -78,15 +80,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="source", type=Path, help="a finished results directory to read")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the preset (default: the logistic one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
     args = parser.parse_args()
     seconds = None
     if args.source:
         results = json.loads((args.source / "results.json").read_text())
     else:
-        results, seconds = _run(Path(tempfile.mkdtemp(prefix="heterogeneity-")) / "run", args.overrides)
+        results, seconds = _run(
+            args.config, Path(tempfile.mkdtemp(prefix="heterogeneity-")) / "run", args.overrides
+        )
     report = {
-        "config": str(CONFIG.relative_to(ROOT)),
+        "config": str(args.config.resolve().relative_to(ROOT)) if not args.source else str(args.source),
         "seeds": results["seeds"],
         "n_bootstrap": results["config"]["evaluation"]["n_bootstrap"],
         "wall_seconds": seconds if seconds is not None else results["cost"].get("session_wall_seconds"),

@@ -70,7 +70,8 @@ def test_federated_statistics_equal_the_row_weighted_pool(small, plain):
 
 def test_outcome_shape(small, plain):
     banks, _ = small
-    assert set(plain.scores) == {(n, s) for n in banks for s in ("val", "test")}  # val: approval cut-offs
+    # val: approval cut-offs; oot: the later cohort the world holds out by default
+    assert set(plain.scores) == {(n, s) for n in banks for s in ("val", "test", "oot")}
     assert [r["round"] for r in plain.history] == [1, 2]
     assert (
         plain.bytes_sent >= plain.history[-1]["bytes_cumulative"] > plain.history[0]["bytes_cumulative"] > 0

@@ -28,7 +28,9 @@ def _rows(prep, banks, splits, split):
 def test_fedavg_on_iid_banks_matches_pooled_training(tmp_path):
     # One bank's applicants dealt IID into 4 banks (scikit-learn's shuffled KFold folds; flwr-datasets'
     # IidPartitioner would need Hugging Face `datasets`, which fedrisk does not depend on).
-    bank = generate_world(WorldConfig(n_banks=1, n_firms=60_000), seed=0).parties["bank"]
+    # no later cohort (out_of_time.fraction 0): the question is FedAvg against pooled training on one population
+    world = WorldConfig(n_banks=1, n_firms=60_000, out_of_time={"fraction": 0.0})
+    bank = generate_world(world, seed=0).parties["bank"]
     folds = KFold(4, shuffle=True, random_state=0).split(np.arange(bank.n_rows))
     banks = {f"bank_{i + 1}": bank.take(np.sort(rows)) for i, (_, rows) in enumerate(folds)}
     splits = {n: split_applicants(b, 0.3, 0.15, 0) for n, b in banks.items()}
