@@ -63,7 +63,8 @@ def run(
     ] = True,
 ) -> None:
     """Run one experiment (all sweep points and seeds) and print the KS-uplift table."""
-    from fedrisk.config.experiment import load_config, sweep_points
+    from fedrisk.config.experiment import load_config
+    from fedrisk.config.sweep import sweep_points
     from fedrisk.experiment import run_experiment
     from fedrisk.runner.progress import RunProgress
 

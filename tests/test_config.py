@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from fedrisk.config.experiment import ExperimentConfig, load_config, parse_override, point_label, sweep_points
+from fedrisk.config.experiment import ExperimentConfig, load_config, parse_override
+from fedrisk.config.sweep import point_label, sweep_points
 from fedrisk.core.errors import FedriskError
 
 

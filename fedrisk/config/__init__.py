@@ -4,12 +4,11 @@ from fedrisk.config.experiment import (
     ExperimentConfig,
     load_config,
     parse_override,
-    point_label,
     read_toml,
     set_dotted,
-    sweep_points,
     validate,
 )
+from fedrisk.config.sweep import point_label, sweep_points
 
 __all__ = [
     "ExperimentConfig",

@@ -8,7 +8,6 @@ Each section's model lives beside the code that uses it (``WorldConfig`` in ``fe
 from __future__ import annotations
 
 import copy
-import itertools
 import re
 import tomllib
 from pathlib import Path
@@ -213,6 +212,28 @@ class ExperimentConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _training_applies_to_the_model(self) -> ExperimentConfig:
+        """``[training]`` drives the neural models' optimiser; trees have their own keys in ``[model]``.
+
+        A key set to a non-default value under ``model.kind = "gbdt"`` is refused rather than ignored
+        (non-default: the apps re-validate a full dump of the config)."""
+        if self.model.kind != "gbdt":
+            return self
+        defaults = type(self.training).model_fields
+        changed = [
+            k
+            for k in sorted(self.training.model_fields_set)
+            if getattr(self.training, k) != defaults[k].default
+        ]
+        if changed:
+            raise FedriskError(
+                f"training.{changed[0]}",
+                "[training] sets the optimiser of logistic and MLP models; model.kind = 'gbdt' does not use it",
+                "remove it, or set the trees' own keys in [model] (n_trees, learning_rate, early_stopping_rounds)",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _split_network_follows_the_model(self) -> ExperimentConfig:
         """The vertical split-NN's bottoms take ``model.hidden``/``model.dropout`` unless set on their own."""
         vertical = self.federation.vertical
@@ -358,34 +379,3 @@ def _check_sweep_key(data: dict, key: str) -> None:
             raise FedriskError(
                 f"sweep.{key}", f"value {value!r} is invalid ({inner})", "fix the sweep values"
             ) from None
-
-
-def sweep_points(config: ExperimentConfig, raw: dict) -> list[tuple[dict[str, Any], ExperimentConfig]]:
-    """Every grid point as (its assignments, the config with them applied); one point when no sweep."""
-    if not config.sweep:
-        return [({}, config)]
-    keys = list(config.sweep)
-    points = []
-    for values in itertools.product(*(config.sweep[k] for k in keys)):
-        data = copy.deepcopy(raw)
-        data.pop("sweep", None)
-        assignment = dict(zip(keys, values, strict=True))
-        for key, value in assignment.items():
-            set_dotted(data, key, value)
-        point = ExperimentConfig.model_validate(data)
-        for party, resolved in zip(point.data.parties, config.data.parties, strict=True):
-            party.path = resolved.path
-        points.append((assignment, point))
-    return points
-
-
-def point_label(assignment: dict[str, Any]) -> str:
-    """A short, filesystem-safe name for a sweep point (``"base"`` when nothing is swept)."""
-    if not assignment:
-        return "base"
-
-    def text(value: Any) -> str:
-        return "+".join(map(str, value)) if isinstance(value, list) else str(value)
-
-    parts = [f"{k.split('.')[-1]}={text(v)}" for k, v in assignment.items()]
-    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "__".join(parts))

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedrisk.config.experiment import ExperimentConfig, point_label
+from fedrisk.config.experiment import ExperimentConfig
+from fedrisk.config.sweep import point_label
 from fedrisk.core.jsonio import atomic_write_json
 from fedrisk.core.metrics import credit_metrics
 from fedrisk.data.outcome import MethodOutcome

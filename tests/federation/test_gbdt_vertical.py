@@ -69,6 +69,7 @@ def test_vertical_gbdt_under_paillier_equals_the_clear_run(tmp_path):
             "federation.vertical.he_scheme",
         ),
         ({"model": {"kind": "gbdt", "max_bins": 1}}, "model.max_bins"),
+        ({"model": {"kind": "gbdt"}, "training": {"epochs": 12}}, "training.epochs"),
     ],
 )
 def test_gbdt_keys_are_honoured_or_refused_by_name(data, field):

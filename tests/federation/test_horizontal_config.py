@@ -113,7 +113,9 @@ def test_patience_needs_federated_evaluation():
 def test_vertical_and_tree_runs_do_not_check_the_horizontal_budget():
     preflight(validate({"topology": "vertical", "training": {"epochs": 5}}))  # rounds 20 > 5, not used
     trees = {"topology": "horizontal", "world": {"n_banks": 3}, "model": {"kind": "gbdt"}}
-    preflight(validate({**trees, "training": {"epochs": 5}}))  # boosting rounds are the model's own
+    preflight(validate(trees))
+    with pytest.raises(FedriskError, match="training.epochs"):  # boosting rounds are the model's own
+        validate({**trees, "training": {"epochs": 5}})
 
 
 def _err_with(data: dict) -> str:

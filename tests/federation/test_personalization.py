@@ -161,6 +161,7 @@ def test_personalization_that_does_not_apply_is_rejected_before_work_starts():
         validate(
             {"federation": {"horizontal": {"personalization": "clustered", "secagg": {"enabled": True}}}}
         )
-    ditto_trees = validate(_small_config("ditto") | {"model": {"kind": "gbdt"}})
+    trees = {k: v for k, v in _small_config("ditto").items() if k != "training"}  # refused with trees
+    ditto_trees = validate(trees | {"model": {"kind": "gbdt"}})
     with pytest.raises(FedriskError, match="gbdt"):
         preflight(ditto_trees)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrisk.config.experiment import ExperimentConfig, point_label
+from fedrisk.config.experiment import ExperimentConfig
+from fedrisk.config.sweep import point_label
 from fedrisk.core.jsonio import atomic_write_json, fingerprint
 from fedrisk.data.outcome import MethodOutcome, ScoredSet, ScoreKey
 from fedrisk.evaluation.results import finalize
