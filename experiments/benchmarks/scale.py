@@ -147,7 +147,7 @@ def point_horizontal(banks: int, rows: int, rounds: int, fraction: float, seed: 
         tables, splits = make_banks(banks, rows, seed)
         data_bytes = sum(float(t.features.memory_usage(deep=True).sum()) for t in tables.values())
         after_data = rss._sample()
-        cfg = TrainConfig(batch_size=1024, lr=0.01)
+        cfg = TrainConfig(batch_size=1024, lr=0.01, patience=0)  # no federated evaluation to stop on
         hcfg = HorizontalConfig(
             rounds=rounds, local_epochs=1, fraction_fit=fraction, fraction_evaluate=0.0, keep="last"
         )
