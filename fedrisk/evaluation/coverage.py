@@ -50,8 +50,13 @@ def simulate_coverage(
     seed_sd: float = 0.0,
     level: float = 0.95,
     seed: int = 0,
+    n_banks: int = 1,
 ) -> dict:
     """Coverage and mean width of every interval of a run, over ``replications`` simulated runs.
+
+    ``n_banks > 1`` is a horizontal run: every bank holds its own ``n_bad`` + ``n_good`` test applicants
+    from the same population, and a method's KS is the mean of the banks' KS on their own applicants, as in
+    results.json (the truth is unchanged: each bank's population KS is the same).
 
     Returns ``{"coverage": {name: share}, "width": {name: mean width}, "truth": {name: value}, ...}`` for
     ``ks:<method>``, ``auc:<method>``, ``ks_points`` and ``ks_relative``.
@@ -70,13 +75,14 @@ def simulate_coverage(
         units = []
         for s in range(n_seeds):
             shift = rng.normal(size=2) * seed_sd
-            first = rng.normal(size=len(y)) + y * (m1 + shift[0])
-            second = rng.normal(size=len(y)) + y * (m2 + shift[1])
-            scores = {"siloed": first, "federated": (first + second) / np.sqrt(2.0)}
-            outcomes = {
-                m: MethodOutcome(m, {ScoreKey("bank", "test"): ScoredSet(ids, y, expit(v - 3.0))})
-                for m, v in scores.items()
-            }
+            scored: dict[str, dict[ScoreKey, ScoredSet]] = {m: {} for m in METHODS}
+            for bank in range(n_banks):
+                first = rng.normal(size=len(y)) + y * (m1 + shift[0])
+                second = rng.normal(size=len(y)) + y * (m2 + shift[1])
+                key = ScoreKey("bank" if n_banks == 1 else f"bank_{bank + 1}", "test")
+                scored["siloed"][key] = ScoredSet(ids, y, expit(first - 3.0))
+                scored["federated"][key] = ScoredSet(ids, y, expit((first + second) / np.sqrt(2.0) - 3.0))
+            outcomes = {m: MethodOutcome(m, scored[m]) for m in METHODS}
             units.append(Unit("base", {}, s, outcomes))
         summary = summarize_point(units, METHODS, n_boot, level)
         blocks = {f"{k}:{m}": summary["methods"][m][k] for m in METHODS for k in ("ks", "auc")}
@@ -89,6 +95,7 @@ def simulate_coverage(
         "n_bad": n_bad,
         "n_good": n_good,
         "n_seeds": n_seeds,
+        "n_banks": n_banks,
         "replications": replications,
         "n_boot": n_boot,
         "seed_sd": seed_sd,
@@ -108,13 +115,20 @@ def main() -> None:
     parser.add_argument("--seed-sd", type=float, default=0.0)
     parser.add_argument("--replications", type=int, default=400)
     parser.add_argument("--n-boot", type=int, default=400)
+    parser.add_argument("--banks", type=int, default=1, help="> 1: a horizontal run, KS averaged over banks")
     args = parser.parse_args()
     results = []
     for n_bad in args.n_bad:
         n_good = int(round(n_bad * (1 - args.bad_rate) / args.bad_rate))
         for n_seeds in args.seeds:
             out = simulate_coverage(
-                n_bad, n_good, n_seeds, args.replications, args.n_boot, seed_sd=args.seed_sd
+                n_bad,
+                n_good,
+                n_seeds,
+                args.replications,
+                args.n_boot,
+                seed_sd=args.seed_sd,
+                n_banks=args.banks,
             )
             results.append(out)
             print(json.dumps(out), flush=True)

@@ -79,7 +79,9 @@ def ray_backend_config(num_cpus: int, client_num_cpus: int, address: str | None 
     if address:
         init_args["address"] = address
     else:
-        init_args.update(num_cpus=num_cpus, num_gpus=0)
+        # "local", not None: without an address ray.init joins the last cluster `ray start` made on this
+        # machine (its address file outlives it), so a stale cluster would hijack or break the run
+        init_args.update(address="local", num_cpus=num_cpus, num_gpus=0)
     return {"client_resources": {"num_cpus": client_num_cpus, "num_gpus": 0.0}, "init_args": init_args}
 
 

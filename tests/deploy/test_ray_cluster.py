@@ -38,7 +38,7 @@ def test_bad_cluster_settings_are_one_clear_error(federation: dict, field: str, 
 
 def test_a_cluster_gets_a_connection_and_a_local_ray_gets_its_cpus() -> None:
     local = ray_backend_config(num_cpus=2, client_num_cpus=1)
-    assert local["init_args"]["num_cpus"] == 2 and "address" not in local["init_args"]
+    assert local["init_args"]["num_cpus"] == 2 and local["init_args"]["address"] == "local"
     cluster = ray_backend_config(num_cpus=2, client_num_cpus=1, address="10.0.0.5:6379")
     assert cluster["init_args"]["address"] == "10.0.0.5:6379"
     assert (

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,8 +44,22 @@ def ray_head():
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     assert ray, "the ray CLI comes with flwr[simulation]"
     port = _free_port()
+    # its own temp dir (short: Ray's socket paths): `ray start` leaves its address file there, which a
+    # later plain ray.init() would try to join
+    temp_dir = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))
     head = subprocess.Popen(
-        [ray, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2"]
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--temp-dir",
+            str(temp_dir),
+        ]
         + ["--include-dashboard", "false", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -61,7 +76,7 @@ def ray_head():
     else:
         pytest.fail("the Ray head did not come up within 60 s")
     try:
-        yield f"127.0.0.1:{port}", head.pid
+        yield f"127.0.0.1:{port}", temp_dir
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: the head stops the processes it started
         try:
@@ -69,10 +84,11 @@ def ray_head():
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_a_run_on_an_existing_ray_cluster_gives_the_in_process_result(ray_head, tmp_path):
-    address, head_pid = ray_head
+    address, temp_dir = ray_head
     world = generate_world(WorldConfig(n_firms=1500), seed=3)
     splits = split_applicants(world.parties["bank"], 0.3, 0.15, seed=3)
     cfg = TrainConfig(epochs=2, batch_size=512, lr=0.05)
@@ -91,6 +107,4 @@ def test_a_run_on_an_existing_ray_cluster_gives_the_in_process_result(ray_head, 
     )
     assert runs["cluster"].round_trips == runs["inprocess"].round_trips
     # this process joined the head's session as a driver (it did not start a Ray of its own)
-    sessions = list((Path(os.environ["RAY_TMPDIR"]) / "ray").glob(f"session_*_{head_pid}"))
-    assert len(sessions) == 1
-    assert list((sessions[0] / "logs").glob(f"python-core-driver-*_{os.getpid()}.log"))
+    assert list(temp_dir.glob(f"session_*/logs/python-core-driver-*_{os.getpid()}.log"))
