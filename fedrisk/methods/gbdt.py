@@ -42,3 +42,28 @@ def check_categorical_levels(config) -> None:
                     f"categorical column '{column}' of {name} has {levels} levels, more than model.max_bins = {limit}",
                     f"set model.max_bins >= {levels} or group rare levels of '{column}' before training",
                 )
+
+
+TREE_HORIZONTAL_KEYS = frozenset({"personalization", "personal"})
+"""``[federation.horizontal]`` keys a horizontal tree run uses; the rest drive the neural FedAvg rounds."""
+
+
+def check_horizontal_keys(config) -> None:
+    """Preflight for a horizontal tree run: a strategy, round, SecAgg+ or DP key is refused, not ignored.
+
+    Trees sum the banks' histograms in their own rounds (one per tree level); SecAgg+ and DP of those
+    histograms are not built, and a user who set them must not believe they are on."""
+    hcfg = config.federation.horizontal
+    defaults = type(hcfg)()
+    changed = [
+        key
+        for key in sorted(hcfg.model_fields_set - TREE_HORIZONTAL_KEYS)
+        if getattr(hcfg, key) != getattr(defaults, key)
+    ]
+    if changed:
+        raise FedriskError(
+            f"federation.horizontal.{changed[0]}",
+            "model.kind = 'gbdt' sums the banks' histograms in its own rounds; strategies, rounds, SecAgg+ "
+            "and DP apply to logistic and MLP models",
+            f"remove {', '.join(changed)} from [federation.horizontal], or use model.kind = 'logistic' / 'mlp'",
+        )

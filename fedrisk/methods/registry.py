@@ -152,8 +152,10 @@ def preflight(config: ExperimentConfig, raw: dict | None = None) -> None:
 
             check_params(point.federation.horizontal)
     if config.model.kind == "gbdt":
-        from fedrisk.methods.gbdt import check_categorical_levels
+        from fedrisk.methods.gbdt import check_categorical_levels, check_horizontal_keys
 
+        if topology == "horizontal":
+            check_horizontal_keys(config)
         check_categorical_levels(config)
 
 
