@@ -36,7 +36,13 @@ def check_personalization(config: ExperimentConfig, topology: str) -> None:
                 f"'{mode}' pulls towards or averages network weights, which trees do not have",
                 "use 'finetune' with model.kind = 'gbdt' (each bank boosts its own trees on the federated ones)",
             )
-        ignored = sorted(GBDT_IGNORED_PERSONAL & config.federation.horizontal.personal.model_fields_set)
+        personal = config.federation.horizontal.personal
+        defaults = type(personal)()  # non-default values only: a re-validated full dump sets every field
+        ignored = sorted(
+            k
+            for k in GBDT_IGNORED_PERSONAL & personal.model_fields_set
+            if getattr(personal, k) != getattr(defaults, k)
+        )
         if ignored:
             raise FedriskError(
                 f"federation.horizontal.personal.{ignored[0]}",
