@@ -563,16 +563,16 @@ def test_num_threads_reaches_torch(tmp_path):
 @pytest.mark.slow
 def test_two_workers_use_a_process_pool_and_agree(tmp_path, monkeypatch):
     from fedrisk.experiment import run_experiment
-    from fedrisk.runner import loop
+    from fedrisk.runner import processes
 
     pools = []
-    real = loop.ProcessPoolExecutor
+    real = processes.ProcessPoolExecutor
 
     def counting(*args, **kwargs):
         pools.append(kwargs.get("max_workers"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "ProcessPoolExecutor", counting)
+    monkeypatch.setattr(processes, "ProcessPoolExecutor", counting)
     results = {}
     for workers in (1, 2):
         data = _merge(
