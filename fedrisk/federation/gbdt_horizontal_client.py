@@ -15,14 +15,13 @@ the one this process saw last, the bank's arrays are saved there and rebuilt fro
 from __future__ import annotations
 
 import json
-import threading
-import uuid
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrisk.federation.horizontal_client import bank_files
+from fedrisk.federation.node_state import NodeState
 from fedrisk.federation.nodes import party_query_reply, read_party_table, resolve_party
 from fedrisk.federation.vertical_client import from_array, to_array
 from fedrisk.models.gbdt import Binner, LocalHistograms, Split
@@ -67,8 +66,6 @@ class _Bank:
         self.y, self.valid_y = np.asarray(train.label), np.asarray(val.label)
         self.margin = np.full(len(self.y), base, dtype=np.float32)
         self.valid_margin = np.full(len(self.valid_y), base, dtype=np.float32)
-        self.version = 0
-        self.state: RecordDict | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         h = self.hist
@@ -84,38 +81,24 @@ class _Bank:
         )
 
 
-_cache: dict[str, _Bank] = {}
-_lock = threading.Lock()
+_banks: NodeState[_Bank] = NodeState(_STATE, "gbdt bank")
+"""Unbounded: in one process an evicted bank whose writes were skipped could not be rebuilt."""
 
 
 def _bank(context: Context) -> _Bank:
-    meta = context.state[_STATE]
-    token, version = str(meta["token"]), int(meta["version"])
-    with _lock:
-        hit = _cache.get(token)
-    if hit is not None and hit.version == version:
-        return hit
-    if int(meta["saved"]) != version:
-        raise RuntimeError(f"gbdt bank state version {version} was never saved: the node changed process")
-    bank = _Bank(resolve_party(context).data_path, context.state[f"{_STATE}.setup"])
-    bank.restore({k: from_array(v) for k, v in context.state[f"{_STATE}.arrays"].items()})
-    bank.version = version
-    with _lock:
-        _cache[token] = bank
-    return bank
+    def rebuild() -> _Bank:
+        bank = _Bank(resolve_party(context).data_path, context.state[f"{_STATE}.setup"])
+        bank.restore({k: from_array(v) for k, v in context.state[f"{_STATE}.arrays"].items()})
+        return bank
+
+    return _banks.load(context, rebuild)
 
 
 def _save(context: Context, bank: _Bank) -> None:
-    keep = bank.state is context.state
-    bank.version += 1
-    bank.state = context.state
-    saved = int(context.state[_STATE]["saved"])
-    if not keep:
+    def write() -> None:
         context.state[f"{_STATE}.arrays"] = ArrayRecord({k: to_array(v) for k, v in bank.arrays().items()})
-        saved = bank.version
-    context.state[_STATE] = ConfigRecord(
-        {"token": context.state[_STATE]["token"], "version": bank.version, "saved": saved}
-    )
+
+    _banks.save(context, bank, write)
 
 
 def _train_features(context: Context):
@@ -156,10 +139,7 @@ def setup(msg: Message, context: Context) -> Message:
         {"bins": control["bins"], "base_margin": control["base_margin"]}
     )
     bank = _Bank(resolve_party(context).data_path, context.state[f"{_STATE}.setup"])
-    token = uuid.uuid4().hex
-    context.state[_STATE] = ConfigRecord({"token": token, "version": 0, "saved": 0})
-    with _lock:
-        _cache[token] = bank
+    _banks.start(context, bank)
     _save(context, bank)
     return Message(content(rows=len(bank.y)), reply_to=msg)
 

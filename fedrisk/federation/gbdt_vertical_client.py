@@ -13,14 +13,13 @@ from ``context.state``, where they are saved whenever the Context is not the one
 
 from __future__ import annotations
 
-import threading
-import uuid
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedrisk.federation.node_state import NodeState
 from fedrisk.federation.nodes import party_query_reply, read_party_table, resolve_party
 from fedrisk.federation.vertical_client import from_array, to_array
 from fedrisk.protocol.paillier import PublicContext
@@ -91,15 +90,8 @@ def decode(content: RecordDict) -> sb.Message:
 # The partner's state
 
 
-@dataclass
-class _Live:
-    partner: SecureBoostPartner
-    version: int
-    state: RecordDict | None = None
-
-
-_cache: dict[str, _Live] = {}
-_lock = threading.Lock()
+_partners: NodeState[SecureBoostPartner] = NodeState(_STATE, "gbdt partner")
+"""Unbounded: a partner holds worker processes, freed by ``gbdt_close`` (an eviction would leak them)."""
 
 
 def _stash(context: Context, step: str, content: RecordDict) -> None:
@@ -133,37 +125,20 @@ def _rebuild(context: Context) -> SecureBoostPartner:
     return partner
 
 
-def _live(context: Context) -> _Live:
-    meta = context.state[_STATE]
-    token, version = str(meta["token"]), int(meta["version"])
-    with _lock:
-        hit = _cache.get(token)
-    if hit is not None and hit.version == version:
-        return hit
-    if int(meta["saved"]) != version:
-        raise RuntimeError(f"gbdt partner state version {version} was never saved: the node changed process")
-    live = _Live(_rebuild(context), version)
-    with _lock:
-        _cache[token] = live
-    return live
+def _save(
+    context: Context, partner: SecureBoostPartner, step: str | None, content: RecordDict | None
+) -> None:
+    """Count the message; persist what a rebuild needs unless this process provably keeps the Context."""
 
-
-def _save(context: Context, live: _Live, step: str | None, content: RecordDict | None) -> None:
-    """Bump the version; persist what a rebuild needs unless this process provably keeps the Context."""
-    keep = live.state is context.state
-    live.version += 1
-    live.state = context.state
-    saved = int(context.state[_STATE]["saved"])
-    if not keep:
+    def write() -> None:
         if step is not None:
             _stash(context, step, content)
-        rows = [(t, n, *v) for t, nodes in live.partner.splits.items() for n, v in nodes.items()] or np.zeros(
+        rows = [(t, n, *v) for t, nodes in partner.splits.items() for n, v in nodes.items()] or np.zeros(
             (0, 5)
         )
         context.state[f"{_STATE}.splits"] = ArrayRecord({"table": to_array(np.asarray(rows, dtype=np.int64))})
-        saved = live.version
-    meta = {"token": context.state[_STATE]["token"], "version": live.version, "saved": saved}
-    context.state[_STATE] = ConfigRecord(meta)
+
+    _partners.save(context, partner, write)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -179,21 +154,17 @@ def rows(msg: Message, context: Context) -> Message:
     partner, reply = SecureBoostPartner.from_rows(
         table.features, table.ids, decode(msg.content), workers, party.name
     )
-    token = uuid.uuid4().hex
-    context.state[_STATE] = ConfigRecord({"token": token, "version": 0, "saved": 0})
+    _partners.start(context, partner)
     _stash(context, "rows", msg.content)
-    live = _Live(partner, 0)
-    with _lock:
-        _cache[token] = live
-    _save(context, live, None, None)
+    _save(context, partner, None, None)
     return Message(encode(reply), reply_to=msg)
 
 
 def _handle(step: str | None, method: str):
     def handler(msg: Message, context: Context) -> Message:
-        live = _live(context)
-        reply = getattr(live.partner, method)(decode(msg.content))
-        _save(context, live, step, msg.content)
+        partner = _partners.load(context, lambda: _rebuild(context))
+        reply = getattr(partner, method)(decode(msg.content))
+        _save(context, partner, step, msg.content)
         return Message(encode(reply) if reply is not None else RecordDict(), reply_to=msg)
 
     return handler
@@ -209,11 +180,9 @@ app.query("gbdt_decisions")(_handle(None, "decisions"))
 @app.query("gbdt_close")
 def close(msg: Message, context: Context) -> Message:
     """Free the worker processes; the run's cache entry goes too."""
-    token = str(context.state[_STATE]["token"])
-    with _lock:
-        live = _cache.pop(token, None)
-    if live is not None:
-        live.partner.close()
+    partner = _partners.drop(context)
+    if partner is not None:
+        partner.close()
     return Message(RecordDict(), reply_to=msg)
 
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +30,7 @@ from flwr.clientapp import ClientApp
 from fedrisk.config.model import TrainConfig
 from fedrisk.config.vertical import VerticalConfig
 from fedrisk.data.preprocessing import HolderPreprocessor
+from fedrisk.federation.node_state import NodeState
 from fedrisk.federation.nodes import party_query_reply, read_party_table, resolve_party
 from fedrisk.models.split import make_bottom
 from fedrisk.models.split_holder import HolderBottom
@@ -73,21 +72,9 @@ app = ClientApp()
 # Holder state
 
 
-@dataclass
-class _Live:
-    """A holder's bottom as live torch objects, and which ``context.state`` version it reflects."""
-
-    token: str
-    version: int
-    bottom: HolderBottom
-    state: RecordDict | None = None
-    """The ``context.state`` object last seen; the same object again means the engine keeps Contexts in
-    this process (fedrisk's in-process grid) and nothing else can read the state between messages."""
-
-
-_cache: OrderedDict[str, _Live] = OrderedDict()
-_cache_lock = threading.Lock()
-_CACHE_SIZE = 16
+_holders: NodeState[HolderBottom] = NodeState(_STATE_META, "holder", size=16)
+"""The holder's bottom as live torch objects between messages (rebuilt from ``context.state`` if needed)."""
+_he_lock = threading.Lock()
 
 
 def app_settings(context: Context) -> tuple[str, TrainConfig, VerticalConfig, int]:
@@ -126,37 +113,17 @@ def _build(context: Context) -> HolderBottom:
     return bottom
 
 
-def _live(context: Context) -> _Live:
-    meta = context.state[_STATE_META]
-    token, version = str(meta["token"]), int(meta["version"])
-    with _cache_lock:
-        hit = _cache.get(token)
-        if hit is not None and hit.version == version:
-            _cache.move_to_end(token)
-            return hit
-    if int(meta["saved"]) != version:
-        raise RuntimeError(
-            f"holder state version {version} was never saved (last saved: {meta['saved']}): the engine moved this "
-            "node to another process after fedrisk assumed it would not"
-        )
-    live = _Live(token, version, _build(context))
-    with _cache_lock:
-        _cache[token] = live
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return live
+def _bottom(context: Context) -> HolderBottom:
+    return _holders.load(context, lambda: _build(context))
 
 
-def _save(context: Context, live: _Live) -> None:
-    """Bump the version; write the learning state unless this process provably keeps the Context."""
-    same_context = live.state is context.state
-    live.version += 1
-    live.state = context.state
-    saved = int(context.state[_STATE_META]["saved"])
-    if not same_context:
-        context.state[_STATE_MODEL] = _array_record(live.bottom.state_arrays())
-        saved = live.version
-    context.state[_STATE_META] = ConfigRecord({"token": live.token, "version": live.version, "saved": saved})
+def _save(context: Context, bottom: HolderBottom) -> None:
+    """Count the message; write the learning state unless this process provably keeps the Context."""
+
+    def write() -> None:
+        context.state[_STATE_MODEL] = _array_record(bottom.state_arrays())
+
+    _holders.save(context, bottom, write)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,9 +141,9 @@ def setup(msg: Message, context: Context) -> Message:
         roster["fit_rows"] = from_array(arrays["fit_rows"])
     context.state[_STATE_ROSTER] = _array_record(roster)
     context.state.pop(_STATE_MODEL, None)
-    context.state[_STATE_META] = ConfigRecord({"token": uuid.uuid4().hex, "version": 0, "saved": 0})
-    live = _live(context)
-    _save(context, live)
+    bottom = _build(context)
+    _holders.start(context, bottom)
+    _save(context, bottom)
     absent = np.flatnonzero(rows < 0).astype(np.int32)
     return Message(RecordDict({_ARRAYS: _array_record({"absent": absent})}), reply_to=msg)
 
@@ -184,15 +151,15 @@ def setup(msg: Message, context: Context) -> Message:
 @app.train("vertical_step")
 def step(msg: Message, context: Context) -> Message:
     """One training round trip: gradient in (or, under "he", the opened aggregate), next embeddings out."""
-    live = _live(context)
+    bottom = _bottom(context)
     request = decode_step(msg.content)
     opened = payloads_of(msg.content).get("opened")
     if opened is not None:  # protection "he": the parameter gradients come from the opened aggregate
         mask = from_array(context.state[_STATE_HE]["mask"]).tobytes()
-        shapes = [tuple(p.shape) for p in live.bottom.module.parameters()]
+        shapes = [tuple(p.shape) for p in bottom.module.parameters()]
         request.param_grads = _partner_he(context).param_grads(opened, mask, shapes)
-    reply = live.bottom.step(request)
-    _save(context, live)
+    reply = bottom.step(request)
+    _save(context, bottom)
     return Message(encode_reply(reply), reply_to=msg)
 
 
@@ -206,13 +173,13 @@ def _partner_he(context: Context) -> PartnerHE:
     """The holder's evaluator for the run's public context (rebuilt from ``context.state`` if needed)."""
     public = from_array(context.state[_STATE_HE]["context"]).tobytes()
     key = hashlib.blake2b(public, digest_size=16).hexdigest()
-    with _cache_lock:
+    with _he_lock:
         if key in _he_cache:
             _he_cache.move_to_end(key)
             return _he_cache[key]
     _, _, vcfg, _ = app_settings(context)
     partner = PartnerHE(public, he_params(vcfg.he_scheme, vcfg.he_key_bits))
-    with _cache_lock:
+    with _he_lock:
         _he_cache[key] = partner
         while len(_he_cache) > 4:
             _he_cache.popitem(last=False)
@@ -225,16 +192,16 @@ def he_setup(msg: Message, context: Context) -> Message:
     public = payloads_of(msg.content)["context"]
     context.state[_STATE_HE] = _array_record({"context": np.frombuffer(public, dtype=np.uint8)})
     _partner_he(context)  # refuses a context of the wrong scheme or key size now, not mid-training
-    n_features = int(_live(context).bottom.X.shape[1])
+    n_features = int(_bottom(context).X.shape[1])
     return Message(RecordDict({"control": ConfigRecord({"n_features": n_features})}), reply_to=msg)
 
 
 @app.train("vertical_he_grad")
 def he_grad(msg: Message, context: Context) -> Message:
     """``[X | 1]^T [[g]] + [[m]]`` for the rows awaiting a gradient; the mask stays in ``context.state``."""
-    live = _live(context)
+    bottom = _bottom(context)
     request = payloads_of(msg.content)["request"]
-    masked, mask, seconds = _partner_he(context).masked_gradient(request, live.bottom.pending_inputs())
+    masked, mask, seconds = _partner_he(context).masked_gradient(request, bottom.pending_inputs())
     record = context.state[_STATE_HE]
     record["mask"] = to_array(np.frombuffer(mask, dtype=np.uint8))
     context.state[_STATE_HE] = record
