@@ -161,15 +161,7 @@ def run_tapped_split(
             return
         calls[holder] = calls.get(holder, 0) + 1
         epoch = 1 + (calls[holder] - 1) // batches_per_epoch
-        rows_y, view = labels[rows], views[holder]
-        view.rows += len(rows_y)
-        auc = norm_leak_auc(rows_y, grad)
-        if auc is not None:
-            view.norm.append(auc)
-            view.norm_epoch.append(epoch)
-        auc = direction_leak_auc(rows_y, grad, attack_rng)
-        if auc is not None:
-            view.direction.append(auc)
+        views[holder].add(labels[rows], grad, epoch, attack_rng)
 
     coverage = {h: data.coverage[h] for h in model.top.holders}
     fit = fit_twin(
