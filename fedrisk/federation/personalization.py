@@ -32,7 +32,7 @@ from torch import nn
 
 from fedrisk.config.horizontal import HorizontalJob
 from fedrisk.data.table import PartyTable
-from fedrisk.federation.horizontal_client import bank_files
+from fedrisk.federation.horizontal_client import bank_files, local_train
 from fedrisk.federation.nodes import read_party_table, resolve_party
 from fedrisk.models.finetune import HookFactory, change_coordinates, choose_epochs, fine_tune
 from fedrisk.models.nets import make_model
@@ -280,16 +280,7 @@ def build_personal_client_app() -> ClientApp:
         encoder = _prep(context, config)
         rows = bank_rows(data_dir, encoder)
         model = _model(job, encoder, msg.content.array_records[ARRAYS])
-        rng = np.random.default_rng(_seed(job, name, int(config.get("server-round", 0))))
-        loss = run_epochs(
-            model,
-            rows.X_train,
-            rows.y_train,
-            job.horizontal.local_epochs,
-            job.train.batch_size,
-            make_optimizer(model, job.train),
-            rng,
-        )
+        loss = local_train(model, rows, job, config, name)  # the global federation's local rounds
         metrics = MetricRecord({"num-examples": len(rows.y_train), "train_loss": float(loss)})
         return Message(
             RecordDict({ARRAYS: ArrayRecord(model_arrays(model)), "metrics": metrics}), reply_to=msg
